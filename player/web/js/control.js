@@ -1,0 +1,134 @@
+// Control link: the viewer's push WebSocket to a connection server. It finds a
+// server through /connect, says hello with device facts, keeps the identity
+// token the server hands out, and reconnects with jittered backoff so a failed
+// server does not cause a reconnect flood.
+const TOKEN_KEY = "backchannel.token";
+
+export class ControlLink {
+  constructor({ onMessage, onState, hello = {} } = {}) {
+    this.onMessage = onMessage || (() => {});
+    this.onState = onState || (() => {});
+    this.hello = hello;
+    this.ws = null;
+    this.sid = null;
+    this.uid = null;
+    this.attempt = 0;
+    this.closed = false;
+    this.queue = []; // frames sent while disconnected, flushed after welcome
+    this.afterWelcome = []; // frames re-sent on every (re)connect, e.g. watch
+  }
+
+  start() {
+    this.closed = false;
+    this.connect();
+  }
+
+  stop() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000, "bye");
+  }
+
+  // send delivers a frame now, or after the next welcome if the link is down.
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.sid) {
+      this.ws.send(JSON.stringify(msg));
+    } else {
+      this.queue.push(msg);
+    }
+  }
+
+  // sendOnEveryConnect registers a frame that must follow each welcome, such as
+  // the stream being watched, so a reconnect restores the link's state.
+  sendOnEveryConnect(msg) {
+    this.afterWelcome.push(msg);
+    this.send(msg);
+  }
+
+  async connect() {
+    this.onState("connecting");
+    let url;
+    try {
+      const res = await fetch("/connect", { cache: "no-store" });
+      if (!res.ok) throw new Error(`/connect answered ${res.status}`);
+      url = (await res.json()).url;
+    } catch (err) {
+      this.scheduleReconnect(`connect lookup failed: ${err.message}`);
+      return;
+    }
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      this.scheduleReconnect(err.message);
+      return;
+    }
+    this.ws = ws;
+    this.sid = null;
+    ws.onopen = () => {
+      ws.send(JSON.stringify(this.helloFrame()));
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg.t === "welcome") {
+        this.attempt = 0;
+        this.sid = msg.sid;
+        this.uid = msg.uid;
+        if (msg.token) {
+          try {
+            localStorage.setItem(TOKEN_KEY, msg.token);
+          } catch {}
+        }
+        this.onState("open");
+        const pending = this.afterWelcome.concat(this.queue.filter((m) => !this.afterWelcome.includes(m)));
+        this.queue = [];
+        for (const m of pending) ws.send(JSON.stringify(m));
+      }
+      this.onMessage(msg);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.sid = null;
+      if (this.closed) {
+        this.onState("closed");
+        return;
+      }
+      this.scheduleReconnect(`closed ${ev.code} ${ev.reason || ""}`.trim());
+    };
+  }
+
+  helloFrame() {
+    let token;
+    try {
+      token = localStorage.getItem(TOKEN_KEY) || undefined;
+    } catch {}
+    const conn = navigator.connection || {};
+    return {
+      t: "hello",
+      token,
+      ua: navigator.userAgent,
+      lang: navigator.language,
+      screen: `${screen.width}x${screen.height}`,
+      dpr: window.devicePixelRatio,
+      net: conn.effectiveType,
+      tz: Intl.DateTimeFormat().resolvedOptions().timeZone,
+      ...this.hello,
+    };
+  }
+
+  scheduleReconnect(reason) {
+    this.onState("reconnecting", reason);
+    // Exponential backoff capped at 15 s, with a random spread of 1–2 s on
+    // top so that the links of a failed server come back spread out.
+    const base = Math.min(15000, 500 * 2 ** Math.min(this.attempt, 5));
+    const delay = base + 1000 + Math.random() * 1000;
+    this.attempt++;
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+}
