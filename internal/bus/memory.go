@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -11,7 +12,11 @@ import (
 type MemoryOptions struct {
 	MaxBatch   int           // most messages per delivered batch (default 256)
 	RetryDelay time.Duration // wait before redelivering a failed batch (default 50 ms)
-	MaxLen     int           // most messages a topic retains unconsumed (default 1<<20)
+	MaxLen     int           // most messages a topic retains, read or not (default 1<<20)
+	// Retention is how long a message stays after every group has
+	// acknowledged it (default 1 min), so that a group created a little
+	// later, such as a restarted consumer's, still finds it.
+	Retention time.Duration
 }
 
 // Memory is the in-process Bus of the embedded deployment.
@@ -26,6 +31,7 @@ type Memory struct {
 type memTopic struct {
 	base   uint64   // offset of log[0]
 	log    [][]byte // retained messages
+	times  []int64  // publish time of each retained message, unix ns
 	groups map[string]*memGroup
 	wake   chan struct{} // closed and replaced on every publish
 }
@@ -55,6 +61,9 @@ func NewMemoryWith(o MemoryOptions) *Memory {
 	if o.MaxLen <= 0 {
 		o.MaxLen = 1 << 20
 	}
+	if o.Retention <= 0 {
+		o.Retention = time.Minute
+	}
 	return &Memory{opts: o, topics: make(map[string]*memTopic), closed: make(chan struct{})}
 }
 
@@ -82,6 +91,10 @@ func (b *Memory) Publish(ctx context.Context, topic string, msgs ...[]byte) erro
 	}
 	t := b.topic(topic)
 	t.log = append(t.log, msgs...)
+	now := time.Now().UnixNano()
+	for range msgs {
+		t.times = append(t.times, now)
+	}
 	if over := len(t.log) - b.opts.MaxLen; over > 0 {
 		// Like Redis MAXLEN: the oldest go, read or not.
 		t.drop(over)
@@ -95,6 +108,7 @@ func (b *Memory) Publish(ctx context.Context, topic string, msgs ...[]byte) erro
 func (t *memTopic) drop(n int) {
 	clear(t.log[:n])
 	t.log = t.log[n:]
+	t.times = t.times[n:]
 	t.base += uint64(n)
 	for _, g := range t.groups {
 		if g.next < t.base {
@@ -103,8 +117,9 @@ func (t *memTopic) drop(n int) {
 	}
 }
 
-// trim forgets messages every group has acknowledged.
-func (t *memTopic) trim() {
+// trim forgets messages every group has acknowledged and that are older
+// than the retention.
+func (t *memTopic) trim(retention time.Duration) {
 	if len(t.groups) == 0 {
 		return
 	}
@@ -118,7 +133,10 @@ func (t *memTopic) trim() {
 			low = min(low, r.first)
 		}
 	}
-	if n := int(low - t.base); n > 0 && n >= len(t.log)/2 {
+	n := int(low - t.base)
+	cutoff := time.Now().Add(-retention).UnixNano()
+	n = sort.Search(n, func(i int) bool { return t.times[i] > cutoff })
+	if n > 0 && n >= len(t.log)/2 {
 		t.drop(n)
 	}
 }
@@ -230,7 +248,7 @@ func (b *Memory) settle(t *memTopic, g *memGroup, batch *memBatch, acked bool) {
 		t.wake = make(chan struct{})
 		return
 	}
-	t.trim()
+	t.trim(b.opts.Retention)
 }
 
 // Close implements Bus.

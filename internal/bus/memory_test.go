@@ -16,7 +16,7 @@ func TestMemoryBus(t *testing.T) {
 }
 
 func TestMemoryTrimsAcknowledged(t *testing.T) {
-	b := bus.NewMemory()
+	b := bus.NewMemoryWith(bus.MemoryOptions{Retention: time.Millisecond})
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan int, 100)
@@ -29,6 +29,7 @@ func TestMemoryTrimsAcknowledged(t *testing.T) {
 		})
 	}()
 	for i := 0; i < 10; i++ {
+		time.Sleep(2 * time.Millisecond) // older than the retention by the next ack
 		if err := b.Publish(ctx, "t", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
