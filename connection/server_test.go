@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -633,5 +634,36 @@ func TestShutdownClosesEveryLink(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 {
 		t.Fatalf("upgrade during shutdown: %d", resp.StatusCode)
+	}
+}
+
+// TestNoGoroutinesLeft runs a busy server through its life and checks that
+// Shutdown (plus closing the listener and bus) leaves no goroutine behind.
+func TestNoGoroutinesLeft(t *testing.T) {
+	base := runtime.NumGoroutine()
+	t.Run("life", func(t *testing.T) {
+		h := newHarness(t, func(c *Config) { c.PingInterval = 50 * time.Millisecond })
+		var cs []*client
+		for i := 0; i < 5; i++ {
+			c := h.dial(nil)
+			sid := c.hello("")["sid"].(string)
+			h.down(groups.SetAttrs(sid, groups.Attrs{"stream": "demo"}))
+			cs = append(cs, c)
+		}
+		waitFor(t, func() bool { return h.srv.GroupCount("stream:demo") == 5 })
+		h.down(groups.SendGroup("stream:demo", control.EncodeGroup(control.Notice{Text: "x"}, "stream:demo", 1, "e"), false))
+		for _, c := range cs {
+			c.next()
+			c.send(`{"t":"watch","stream":"demo"}`)
+		}
+		time.Sleep(150 * time.Millisecond) // some keepalive rounds
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+2 {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines before, %d after:\n%s", base, n, buf[:runtime.Stack(buf, true)])
 	}
 }
