@@ -268,6 +268,7 @@ func TestViewerJourney(t *testing.T) {
 	other.watch("other")
 	other.next()
 	idle := c.viewer("c1", nil)
+	waitFor(t, "idle viewer's attributes mirrored", func() bool { return slices.Contains(c.conn["c1"].LinkGroups(idle.sid), "country:unknown") })
 	_, g := c.apiGet("/api/v1/groups/stream:demo", operatorKey)
 	if g["members"] != float64(2) {
 		t.Fatalf("stream:demo members %v", g["members"])
