@@ -110,7 +110,7 @@ type viewer struct {
 	uid    string
 }
 
-func (c *cluster) viewer(conn string, hdr http.Header) *viewer {
+func (c *cluster) viewer(conn string, hdr http.Header, token ...string) *viewer {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -130,7 +130,11 @@ func (c *cluster) viewer(conn string, hdr http.Header) *viewer {
 		}
 	}()
 	c.t.Cleanup(func() { ws.CloseNow() })
-	v.send(`{"t":"hello","lang":"pt-BR","screen":{"w":390,"h":844}}`)
+	tok := ""
+	if len(token) > 0 {
+		tok = `,"token":"` + token[0] + `"`
+	}
+	v.send(`{"t":"hello","lang":"pt-BR","screen":{"w":390,"h":844}` + tok + `}`)
 	w := v.next()
 	if w["t"] != "welcome" {
 		c.t.Fatalf("welcome: %v", w)
@@ -325,6 +329,16 @@ func TestViewerJourney(t *testing.T) {
 
 func TestWatchErrorsAndVote(t *testing.T) {
 	c := newCluster(t)
+	// A viewer JWT limited to one stream may watch only that one.
+	tok, _ := identity.NewIssuer([]byte("secret")).MintViewer("fan-1", []string{"cup-final"}, time.Hour)
+	r := c.viewer("c1", nil, tok)
+	r.send(`{"t":"watch","stream":"demo"}`)
+	if e := r.next(); e["t"] != "error" || e["code"] != "forbidden_stream" {
+		t.Fatalf("restricted viewer: %v", e)
+	}
+	if ep := r.watch("cup-final"); ep["stream"] != "cup-final" {
+		t.Fatalf("allowed stream: %v", ep)
+	}
 	v := c.viewer("c1", nil)
 	v.send(`{"t":"watch","stream":"../etc/passwd"}`)
 	if e := v.next(); e["t"] != "error" || e["code"] != "bad_stream" || e["seq"] == nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"time"
 
 	"sync"
@@ -53,6 +54,7 @@ type Server struct {
 // profile is the application tier's mirror of one link.
 type profile struct {
 	sid, conn, uid string
+	streams        []string // nil = any; from the viewer JWT
 	facts          groups.Facts
 	lastSN         uint64
 	reported       bool // lastSN is meaningful
@@ -185,7 +187,7 @@ func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
 	if old, ok := s.profiles[m.Link]; ok {
 		s.conns[old.conn]--
 	}
-	s.profiles[m.Link] = &profile{sid: m.Link, conn: m.Conn, uid: m.UID, facts: *m.Facts}
+	s.profiles[m.Link] = &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
 	s.conns[m.Conn]++
 	s.index.Add(m.Link, all)
 	s.mu.Unlock()
@@ -237,6 +239,11 @@ func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outb
 	if !ValidStreamName(stream) {
 		out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Error{
 			Code: control.ErrCodeBadStream, Message: "stream names are 1-64 characters of A-Z a-z 0-9 _ . -"}), false))
+		return
+	}
+	if p.streams != nil && !slices.Contains(p.streams, stream) {
+		out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Error{
+			Code: control.ErrCodeForbidden, Message: "your viewer token does not allow this stream"}), false))
 		return
 	}
 	attrs, _ := s.index.Attrs(p.sid)

@@ -274,7 +274,7 @@ func (s *Server) hello(l *link, h *control.Hello, facts *groups.Facts) bool {
 	s.metrics.links.Inc()
 	s.metrics.messagesIn.WithLabelValues(control.TypeHello).Inc()
 	l.sendOne(control.Encode(control.Welcome{Sid: sid, UID: id.UID, Token: token}), true)
-	s.up.add(groups.LinkOpened(s.cfg.ID, sid, id.UID, *facts, attrs))
+	s.up.add(groups.LinkOpened(s.cfg.ID, sid, id.UID, id.Streams, *facts, attrs))
 	return true
 }
 

@@ -48,6 +48,7 @@ type Mirror struct {
 	Link     string          `json:"link,omitempty"`
 	UID      string          `json:"uid,omitempty"`
 	Type     string          `json:"type,omitempty"`
+	Streams  []string        `json:"streams,omitempty"` // OpLinkOpened: streams the viewer JWT allows; nil = any
 	Facts    *Facts          `json:"facts,omitempty"`
 	Attrs    Attrs           `json:"attrs,omitempty"`
 	Group    string          `json:"group,omitempty"`
@@ -58,9 +59,10 @@ type Mirror struct {
 	Payload  json.RawMessage `json:"payload,omitempty"`
 }
 
-// LinkOpened announces a new link and its raw facts.
-func LinkOpened(conn, link, uid string, facts Facts, attrs Attrs) Mirror {
-	return Mirror{Op: OpLinkOpened, Conn: conn, Link: link, UID: uid, Facts: &facts, Attrs: attrs}
+// LinkOpened announces a new link, its raw facts and the streams its
+// identity is restricted to (nil = any).
+func LinkOpened(conn, link, uid string, streams []string, facts Facts, attrs Attrs) Mirror {
+	return Mirror{Op: OpLinkOpened, Conn: conn, Link: link, UID: uid, Streams: streams, Facts: &facts, Attrs: attrs}
 }
 
 // LinkClosed announces that a link is gone.

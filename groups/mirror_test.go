@@ -9,7 +9,7 @@ import (
 
 func TestMirrorRoundTrip(t *testing.T) {
 	msgs := []Mirror{
-		LinkOpened("c1", "L1", "u1", Facts{IP: "192.0.2.1", UserAgent: "Mozilla/5.0", ClientHints: map[string]string{"sec-ch-ua-mobile": "?0"},
+		LinkOpened("c1", "L1", "u1", []string{"demo"}, Facts{IP: "192.0.2.1", UserAgent: "Mozilla/5.0", ClientHints: map[string]string{"sec-ch-ua-mobile": "?0"},
 			AcceptLanguage: "pt-BR", Hello: json.RawMessage(`{"t":"hello","lang":"pt-BR"}`), OpenedAt: time.Unix(1700000000, 0).UTC()}, Attrs{"conn": "c1"}),
 		LinkClosed("c1", "L1", 1001, "going away"),
 		ClientMessage("c1", "L1", "u1", "watch", []byte(`{"t":"watch","stream":"demo"}`)),

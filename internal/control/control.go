@@ -62,6 +62,7 @@ const (
 	ErrCodeBadStream   = "bad_stream"
 	ErrCodeUnknownPoll = "unknown_poll"
 	ErrCodeUnavailable = "unavailable"
+	ErrCodeForbidden   = "forbidden_stream"
 )
 
 // Decoding errors, wrapped with details. Each maps to a close code.
