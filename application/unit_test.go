@@ -1,0 +1,109 @@
+package application
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/backchannel/backchannel/groups"
+	"github.com/backchannel/backchannel/internal/bus"
+	"github.com/backchannel/backchannel/internal/control"
+)
+
+func TestStaticEdge(t *testing.T) {
+	ep, err := StaticEdge{ID: "e1"}.Pick(context.Background(), nil, "demo")
+	if err != nil || ep != (Endpoint{Edge: "e1", WHEP: "/whep/demo"}) {
+		t.Fatalf("%+v %v", ep, err)
+	}
+	ep, _ = StaticEdge{ID: "e2", BaseURL: "https://edge.example.com/"}.Pick(context.Background(), nil, "cup")
+	if ep.WHEP != "https://edge.example.com/whep/cup" || ep.HLS != "" {
+		t.Fatalf("%+v", ep)
+	}
+}
+
+func TestDeriveAttrs(t *testing.T) {
+	cases := []struct {
+		ua, platform, mobile, lang, accept string
+		device, os, browser, wantLang      string
+	}{
+		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 Edg/120.0", "", "", "", "en-US,en;q=0.9", "desktop", "windows", "edge", "en"},
+		{"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36", `"Android"`, "?1", "es-AR", "", "mobile", "android", "chrome", "es"},
+		{"Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/604.1", "", "", "", "fr", "tablet", "ios", "safari", "fr"},
+		{"Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", "", "", "", "", "desktop", "linux", "firefox", "unknown"},
+		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36", `"Linux"`, "?0", "en", "", "desktop", "linux", "chrome", "en"},
+		{"Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 TV Safari/537.36", "", "", "", "", "tv", "linux", "samsung", "unknown"},
+		{"Googlebot/2.1 (+http://www.google.com/bot.html)", "", "", "", "", "bot", "other", "other", "unknown"},
+		{"", "", "", "", "", "unknown", "unknown", "unknown", "unknown"},
+	}
+	for _, c := range cases {
+		f := &groups.Facts{UserAgent: c.ua, AcceptLanguage: c.accept, ClientHints: map[string]string{}}
+		if c.platform != "" {
+			f.ClientHints["sec-ch-ua-platform"] = c.platform
+		}
+		if c.mobile != "" {
+			f.ClientHints["sec-ch-ua-mobile"] = c.mobile
+		}
+		if c.lang != "" {
+			f.Hello = []byte(`{"t":"hello","lang":"` + c.lang + `"}`)
+		}
+		a := deriveAttrs(f)
+		if a["device"] != c.device || a["os"] != c.os || a["browser"] != c.browser || a["lang"] != c.wantLang {
+			t.Errorf("%.50s: got %s/%s/%s/%s, want %s/%s/%s/%s", c.ua, a["device"], a["os"], a["browser"], a["lang"], c.device, c.os, c.browser, c.wantLang)
+		}
+		if err := groups.CheckAttrs(a); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestQoEWindows(t *testing.T) {
+	var s qoeSeries
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	f := func(v float64) *float64 { return &v }
+	rep := func(play, rb float64) *control.Telemetry {
+		return &control.Telemetry{IV: 5000, PlayMS: play, RbMS: rb, MSD: f(play)}
+	}
+	s.add(t0.Add(1*time.Second), 10*time.Second, 3, rep(4000, 1000), 0)
+	s.add(t0.Add(9*time.Second), 10*time.Second, 3, rep(5000, 0), 1)
+	s.add(t0.Add(12*time.Second), 10*time.Second, 3, rep(3000, 2000), 0)
+	for i := 0; i < 5; i++ {
+		s.add(t0.Add(time.Duration(20+10*i)*time.Second), 10*time.Second, 3, rep(5000, 0), 0)
+	}
+	if len(s.windows) != 3 {
+		t.Fatalf("%d windows kept, want 3", len(s.windows))
+	}
+	v := s.view(t0.Add(65*time.Second), 10*time.Second)
+	if v.Total.Reports != 8 || v.Total.LostReports != 1 || v.Current == nil || v.Previous == nil || len(v.Windows) != 3 {
+		t.Fatalf("view %+v", v)
+	}
+	if !v.Current.Start.Equal(t0.Add(60*time.Second)) || !v.Previous.Start.Equal(t0.Add(50*time.Second)) {
+		t.Fatalf("current %v previous %v", v.Current.Start, v.Previous.Start)
+	}
+	if r := *v.Total.RebufferRatio; r != 3000.0/(37000+3000) {
+		t.Fatalf("rebuffer ratio %v", r)
+	}
+	if *v.Total.StartupMS.P50 != 5000 || *v.Total.StartupMS.P95 != 5000 || v.Total.StartupMS.N != 8 {
+		t.Fatalf("startup %+v", v.Total.StartupMS)
+	}
+	empty := (*qoeSeries)(nil).view(t0, time.Second)
+	if empty.Total.Reports != 0 || empty.Current != nil || empty.Total.RebufferRatio != nil {
+		t.Fatalf("empty view %+v", empty)
+	}
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	b := bus.NewMemory()
+	defer b.Close()
+	for _, cfg := range []Config{
+		{Edges: StaticEdge{}, OperatorKey: "k"},
+		{Bus: b, OperatorKey: "k"},
+		{Bus: b, Edges: StaticEdge{}},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("accepted %+v", cfg)
+		}
+	}
+	if _, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+}
