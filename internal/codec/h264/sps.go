@@ -81,7 +81,7 @@ func ParseSPS(nalu []byte) (*SPS, error) {
 		if s.BitDepthLuma > 14 || s.BitDepthChroma > 14 {
 			return nil, errors.New("h264: bit depth out of range")
 		}
-		r.Skip(1) // qpprime_y_zero_transform_bypass_flag
+		r.Skip(1)     // qpprime_y_zero_transform_bypass_flag
 		if r.Flag() { // seq_scaling_matrix_present_flag
 			lists := 8
 			if s.ChromaFormatIDC == 3 {
@@ -236,7 +236,7 @@ func parseVUI(r *bits.Reader, s *SPS) {
 	if nalHRD || vclHRD {
 		r.Skip(1) // low_delay_hrd_flag
 	}
-	r.Skip(1) // pic_struct_present_flag
+	r.Skip(1)     // pic_struct_present_flag
 	if r.Flag() { // bitstream_restriction_flag
 		r.Skip(1) // motion_vectors_over_pic_boundaries_flag
 		r.UE()    // max_bytes_per_pic_denom
