@@ -150,7 +150,7 @@ func ParseVPS(nalu []byte) (*VPS, error) {
 		return v, nil
 	}
 	r.Skip(int(numLayerSets-1) * int(maxLayerID+1)) // layer_id_included_flag
-	if r.Flag() { // vps_timing_info_present_flag
+	if r.Flag() {                                   // vps_timing_info_present_flag
 		units, scale := r.U32(32), r.U32(32)
 		if r.Err() == nil && units > 0 && scale > 0 {
 			v.TimingInfoPresent, v.NumUnitsInTick, v.TimeScale = true, units, scale
@@ -271,18 +271,18 @@ func ParseSPS(nalu []byte) (*SPS, error) {
 }
 
 func parseSPSTail(r *bits.Reader, s *SPS) {
-	r.UE() // log2_min_luma_coding_block_size_minus3
-	r.UE() // log2_diff_max_min_luma_coding_block_size
-	r.UE() // log2_min_luma_transform_block_size_minus2
-	r.UE() // log2_diff_max_min_luma_transform_block_size
-	r.UE() // max_transform_hierarchy_depth_inter
-	r.UE() // max_transform_hierarchy_depth_intra
+	r.UE()        // log2_min_luma_coding_block_size_minus3
+	r.UE()        // log2_diff_max_min_luma_coding_block_size
+	r.UE()        // log2_min_luma_transform_block_size_minus2
+	r.UE()        // log2_diff_max_min_luma_transform_block_size
+	r.UE()        // max_transform_hierarchy_depth_inter
+	r.UE()        // max_transform_hierarchy_depth_intra
 	if r.Flag() { // scaling_list_enabled_flag
 		if r.Flag() { // sps_scaling_list_data_present_flag
 			skipScalingListData(r)
 		}
 	}
-	r.Skip(2) // amp_enabled_flag, sample_adaptive_offset_enabled_flag
+	r.Skip(2)     // amp_enabled_flag, sample_adaptive_offset_enabled_flag
 	if r.Flag() { // pcm_enabled_flag
 		r.Skip(8) // pcm sample bit depths
 		r.UE()
@@ -306,7 +306,7 @@ func parseSPSTail(r *bits.Reader, s *SPS) {
 		}
 		r.Skip(int(n) * int(s.Log2MaxPicOrderCntLsb+1))
 	}
-	r.Skip(2) // sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag
+	r.Skip(2)                        // sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag
 	if !r.Flag() || r.Err() != nil { // vui_parameters_present_flag
 		return
 	}
@@ -328,7 +328,7 @@ func parseSPSTail(r *bits.Reader, s *SPS) {
 		r.UE()
 		r.UE()
 	}
-	r.Skip(3) // neutral_chroma_indication, field_seq, frame_field_info_present
+	r.Skip(3)     // neutral_chroma_indication, field_seq, frame_field_info_present
 	if r.Flag() { // default_display_window_flag
 		r.UE()
 		r.UE()
