@@ -9,9 +9,10 @@ import (
 // ErrBox is wrapped by every error of the reader.
 var ErrBox = errors.New("fmp4: malformed box")
 
-// maxSamplesPerRun bounds trun sample counts the reader accepts, so that a
-// hostile count with no per-sample fields cannot make it allocate without
-// limit.
+// maxSamplesPerRun bounds trun sample counts the reader accepts. Besides,
+// the samples of a whole buffer may not outnumber its bytes (real samples
+// never share data), so truns pointing at the same bytes over and over
+// cannot make the reader allocate without limit.
 const maxSamplesPerRun = 1 << 20
 
 // Box is one box found by ReadBoxes.
@@ -173,11 +174,12 @@ func ParseFragments(buf []byte, defaults map[uint32]TrackDefaults) ([]ReadFragme
 		return nil, err
 	}
 	var out []ReadFragment
+	budget := len(buf)
 	for _, b := range boxes {
 		if b.Type != "moof" {
 			continue
 		}
-		f, err := parseMoof(buf, b, defaults)
+		f, err := parseMoof(buf, b, defaults, &budget)
 		if err != nil {
 			return out, err
 		}
@@ -186,7 +188,7 @@ func ParseFragments(buf []byte, defaults map[uint32]TrackDefaults) ([]ReadFragme
 	return out, nil
 }
 
-func parseMoof(buf []byte, moof Box, defaults map[uint32]TrackDefaults) (ReadFragment, error) {
+func parseMoof(buf []byte, moof Box, defaults map[uint32]TrackDefaults, budget *int) (ReadFragment, error) {
 	f := ReadFragment{Offset: moof.Offset}
 	children, err := ReadBoxes(moof.Payload)
 	if err != nil {
@@ -205,7 +207,7 @@ func parseMoof(buf []byte, moof Box, defaults map[uint32]TrackDefaults) (ReadFra
 				return f, r.err
 			}
 		case "traf":
-			t, end, err := parseTraf(buf, c, int64(moof.Offset), nextBase, defaults)
+			t, end, err := parseTraf(buf, c, int64(moof.Offset), nextBase, defaults, budget)
 			if err != nil {
 				return f, err
 			}
@@ -216,7 +218,7 @@ func parseMoof(buf []byte, moof Box, defaults map[uint32]TrackDefaults) (ReadFra
 	return f, nil
 }
 
-func parseTraf(buf []byte, traf Box, moofOffset, implicitBase int64, defaults map[uint32]TrackDefaults) (ReadTrackFragment, int64, error) {
+func parseTraf(buf []byte, traf Box, moofOffset, implicitBase int64, defaults map[uint32]TrackDefaults, budget *int) (ReadTrackFragment, int64, error) {
 	var t ReadTrackFragment
 	children, err := ReadBoxes(traf.Payload)
 	if err != nil {
@@ -267,11 +269,13 @@ func parseTraf(buf []byte, traf Box, moofOffset, implicitBase int64, defaults ma
 			if !haveTfhd {
 				return t, 0, fmt.Errorf("%w: trun before tfhd", ErrBox)
 			}
+			start := end // after the previous run's data
 			if dts < 0 {
-				dts = int64(t.BaseDecodeTime)
+				// The first run starts at the base data offset.
+				dts, start = int64(t.BaseDecodeTime), base
 			}
 			var err error
-			dts, end, err = parseTrun(buf, r, base, end, dts, def, &t)
+			dts, end, err = parseTrun(buf, r, base, start, dts, def, &t, budget)
 			if err != nil {
 				return t, 0, err
 			}
@@ -288,13 +292,14 @@ func parseTraf(buf []byte, traf Box, moofOffset, implicitBase int64, defaults ma
 
 // parseTrun reads one trun and its samples' data. prevEnd is where the
 // previous trun's data ended, the start of this one's without data_offset.
-func parseTrun(buf []byte, r *reader, base, prevEnd, dts int64, def TrackDefaults, t *ReadTrackFragment) (int64, int64, error) {
+func parseTrun(buf []byte, r *reader, base, prevEnd, dts int64, def TrackDefaults, t *ReadTrackFragment, budget *int) (int64, int64, error) {
 	vf := r.u32()
 	version, flags := vf>>24, vf&0xFFFFFF
 	count := r.u32()
-	if count > maxSamplesPerRun {
+	if count > maxSamplesPerRun || int64(count) > int64(*budget) {
 		return 0, 0, fmt.Errorf("%w: trun with %d samples", ErrBox, count)
 	}
+	*budget -= int(count)
 	pos := prevEnd
 	if flags&trunDataOffset != 0 {
 		pos = base + int64(int32(r.u32()))
