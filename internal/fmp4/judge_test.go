@@ -191,7 +191,7 @@ func TestFFprobeH264(t *testing.T) {
 			if len(infos) < 14 {
 				t.Errorf("only %d fragments for 3 s in ~200 ms parts", len(infos))
 			}
-			if !infos[0].Independent(m) {
+			if !infos[0].Independent() {
 				t.Error("first fragment not independent")
 			}
 			out := writeTemp(t, "out.mp4", file)

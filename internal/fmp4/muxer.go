@@ -41,6 +41,7 @@ type TimedSample struct {
 type TrackFragmentInfo struct {
 	TrackID   uint32
 	TimeScale uint32
+	Video     bool
 	// StartDTS and EndDTS bound the fragment's samples: EndDTS is the last
 	// sample's DTS plus its duration.
 	StartDTS, EndDTS int64
@@ -69,10 +70,11 @@ func (f *FragmentInfo) Duration() time.Duration {
 }
 
 // Independent reports whether every video track in the fragment starts with
-// a keyframe, so that a player can start decoding here.
-func (f *FragmentInfo) Independent(m *Muxer) bool {
+// a keyframe, so that a player can start decoding here (LL-HLS
+// INDEPENDENT=YES).
+func (f *FragmentInfo) Independent() bool {
 	for _, t := range f.Tracks {
-		if mt := m.track(t.TrackID); mt != nil && mt.Codec.IsVideo() && !t.StartsWithSync {
+		if t.Video && !t.StartsWithSync {
 			return false
 		}
 	}
@@ -251,7 +253,7 @@ func (m *Muxer) emit(end time.Duration, flush bool) ([]byte, *FragmentInfo, erro
 		}
 		taken[ti] = n
 		first := t.queue[0]
-		tinfo := TrackFragmentInfo{TrackID: t.ID, TimeScale: t.TimeScale, StartDTS: first.DTS,
+		tinfo := TrackFragmentInfo{TrackID: t.ID, TimeScale: t.TimeScale, Video: t.Codec.IsVideo(), StartDTS: first.DTS,
 			MinPTS: first.PTS, Samples: n, StartsWithSync: first.Sync}
 		tinfo.EndDTS = first.DTS
 		for i, s := range samples {

@@ -46,7 +46,7 @@ func TestMuxerHoldsBackUntilDurationKnown(t *testing.T) {
 	}
 	ti := info.Tracks[0]
 	if ti.StartDTS != 0 || ti.EndDTS != 3000 || ti.MinPTS != 6000 || ti.Samples != 1 || !ti.StartsWithSync ||
-		!info.Independent(m) || info.Duration() != time.Second/30 {
+		!info.Independent() || info.Duration() != time.Second/30 {
 		t.Fatalf("info %+v", ti)
 	}
 	frags, err := ParseFragments(b, nil)
@@ -58,7 +58,7 @@ func TestMuxerHoldsBackUntilDurationKnown(t *testing.T) {
 		t.Fatal("empty fragment emitted")
 	}
 	b, info, err = m.Flush()
-	if err != nil || info.Tracks[0].Samples != 2 || info.Tracks[0].EndDTS != 9000 || info.Independent(m) {
+	if err != nil || info.Tracks[0].Samples != 2 || info.Tracks[0].EndDTS != 9000 || info.Independent() {
 		t.Fatalf("flush %+v %v", info, err)
 	}
 	frags, _ = ParseFragments(b, nil)

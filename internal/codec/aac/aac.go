@@ -96,9 +96,11 @@ func readSampleRate(r *bits.Reader) (int, error) {
 	return sampleRates[idx], nil
 }
 
+// gaObjectType reports whether t is a general audio type whose
+// GASpecificConfig this package reads (ER BSAC, 22, adds fields it does not).
 func gaObjectType(t int) bool {
 	switch t {
-	case 1, 2, 3, 4, 6, 7, 17, 19, 20, 21, 22, 23:
+	case 1, 2, 3, 4, 6, 7, 17, 19, 20, 21, 23:
 		return true
 	}
 	return false
@@ -121,9 +123,6 @@ func (c *Config) Unmarshal(b []byte) error {
 		}
 		c.CoreObjectType = readObjectType(r)
 		core = c.CoreObjectType
-		if core == 22 {
-			r.Skip(4) // extensionChannelConfiguration
-		}
 	}
 	if err := r.Err(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
