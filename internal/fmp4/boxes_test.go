@@ -11,7 +11,7 @@ import (
 
 // spec turns an annotated byte listing into bytes: hex digits, 'abcd'
 // four-character codes and "text", with // comments to the end of a line.
-func spec(t *testing.T, s string) []byte {
+func spec(t testing.TB, s string) []byte {
 	t.Helper()
 	var out []byte
 	for _, line := range strings.Split(s, "\n") {

@@ -8,7 +8,7 @@ import (
 	"github.com/backchannel/backchannel/internal/codec/opus"
 )
 
-func testTracks(t *testing.T) (Track, Track) {
+func testTracks(t testing.TB) (Track, Track) {
 	t.Helper()
 	sps := spec(t, "6764000dacd94141fb0110000003001000000303c0f1429960")
 	pps := spec(t, "68ebe3cb22c0")
@@ -195,5 +195,48 @@ func TestReaderVariants(t *testing.T) {
 		string(t6.Samples[1].Data) != "\x0a\x0b\x0c\x0d\x0e" || !t6.Samples[0].IsSync() || t6.Samples[1].IsSync() ||
 		t6.Samples[1].DTS != 960 {
 		t.Errorf("track 6 %+v", t6)
+	}
+}
+
+func TestParseInitAndCodecs(t *testing.T) {
+	v, a := testTracks(t)
+	head, _ := opus.NewHead(2)
+	o := Track{ID: 7, Codec: &Opus{Head: head}, Language: "eng"}
+	m, err := NewMuxer(v, a, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Codecs(m.Tracks()); got != "avc1.64000d,mp4a.40.2,opus" {
+		t.Errorf("Codecs = %q", got)
+	}
+	init, _ := m.Init()
+	tracks, err := ParseInit(init)
+	if err != nil || len(tracks) != 3 {
+		t.Fatalf("%+v %v", tracks, err)
+	}
+	want := []InitTrack{
+		{ID: 1, TimeScale: 90000, Handler: "vide", SampleEntry: "avc1", Language: "und", Width: 320, Height: 240},
+		{ID: 2, TimeScale: 48000, Handler: "soun", SampleEntry: "mp4a", Language: "und"},
+		{ID: 7, TimeScale: 48000, Handler: "soun", SampleEntry: "Opus", Language: "eng"},
+	}
+	for i := range want {
+		if tracks[i] != want[i] {
+			t.Errorf("track %d: %+v, want %+v", i, tracks[i], want[i])
+		}
+	}
+	if ftyp, ok := Find(init, "ftyp"); !ok || string(ftyp.Payload[:4]) != "iso6" {
+		t.Error("no ftyp")
+	}
+	if mvhd, ok := Find(init, "moov", "mvhd"); !ok || mvhd.Payload[len(mvhd.Payload)-1] != 8 {
+		t.Error("next_track_ID is not 8")
+	}
+	if _, err := ParseInit([]byte("\x00\x00\x00\x08free")); err == nil {
+		t.Error("init without moov accepted")
+	}
+	if s := v.Codec.(*H264).ParsedSPS(); s == nil || s.Width != 320 {
+		t.Errorf("ParsedSPS %+v", s)
+	}
+	if (&H264{}).CodecString() != "avc1" || (&H265{}).ParsedSPS() != nil || (&H265{}).CodecString() != "hvc1" {
+		t.Error("codec strings of empty configurations")
 	}
 }

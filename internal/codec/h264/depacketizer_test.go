@@ -21,7 +21,7 @@ type testAU struct {
 // packetizeX264 packetizes a libx264 stream with pion's H.264 payloader
 // (SPS+PPS in STAP-A, large slices in FU-A), the way a WebRTC sender does.
 // The RTP timestamp of each access unit is its PTS.
-func packetizeX264(t *testing.T, mtu uint16) []testAU {
+func packetizeX264(t testing.TB, mtu uint16) []testAU {
 	t.Helper()
 	s := encodeX264(t)
 	pts, _ := ptsFromMP4(t, s.mp4)

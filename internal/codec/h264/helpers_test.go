@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 
 // encodeX264 encodes 3 s of 640x360 testsrc2 at 30 fps with libx264 and the
 // extra arguments, once per test binary.
-func encodeX264(t *testing.T, extra ...string) x264Stream {
+func encodeX264(t testing.TB, extra ...string) x264Stream {
 	t.Helper()
 	key := strings.Join(extra, " ")
 	encodeMu.Lock()
@@ -65,7 +65,7 @@ func encodeX264(t *testing.T, extra ...string) x264Stream {
 // ptsFromMP4 returns, in decode order, each access unit's PTS and DTS as
 // ffprobe reports them in the .mp4, converted to 90 kHz. The timescale is
 // checked to convert exactly.
-func ptsFromMP4(t *testing.T, file string) (pts, dts []int64) {
+func ptsFromMP4(t testing.TB, file string) (pts, dts []int64) {
 	t.Helper()
 	probe := mediatest.FFprobe(t, file)
 	if len(probe.Streams) != 1 || probe.Streams[0].TimeBase != "1/15360" {

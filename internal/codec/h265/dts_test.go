@@ -63,4 +63,28 @@ func TestDTSExtractorWaitsForIRAP(t *testing.T) {
 	if _, err := e.Extract(aus[1], 0); !errors.Is(err, ErrPTSBeforeDTS) {
 		t.Fatalf("a picture before the window: err = %v", err)
 	}
+
+	// An SPS given out of band, and a restart.
+	sps, err := ParseSPS(firstOf(t, aus[0], NALUTypeSPS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idr [][]byte
+	for _, n := range aus[0] {
+		if TypeOf(n).IsVCL() {
+			idr = append(idr, n)
+		}
+	}
+	e = DTSExtractor{}
+	if _, err := e.Extract(idr, 9000); !errors.Is(err, ErrWaitingForKeyframe) {
+		t.Fatalf("no SPS yet: %v", err)
+	}
+	e.UseSPS(sps)
+	if dts, err := e.Extract(idr, 9000); err != nil || dts != 9000-int64(sps.MaxNumReorderPics)*3000 {
+		t.Fatalf("out-of-band SPS: %d %v", dts, err)
+	}
+	e.Reset()
+	if _, err := e.Extract(aus[1], 12000); !errors.Is(err, ErrWaitingForKeyframe) {
+		t.Fatalf("after Reset: %v", err)
+	}
 }

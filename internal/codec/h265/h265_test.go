@@ -59,3 +59,13 @@ func TestFMTP(t *testing.T) {
 		}
 	}
 }
+
+func TestAVCCAndAnnexB(t *testing.T) {
+	nalus := [][]byte{{0x40, 0x01, 0x0c}, {0x26, 0x01, 0xaf}}
+	if got := AppendAVCC(nil, nalus); !bytes.Equal(got, []byte{0, 0, 0, 3, 0x40, 0x01, 0x0c, 0, 0, 0, 3, 0x26, 0x01, 0xaf}) {
+		t.Errorf("AppendAVCC = %x", got)
+	}
+	if got := SplitAnnexB([]byte{0, 0, 1, 0x40, 0x01, 0x0c, 0, 0, 0, 1, 0x26, 0x01, 0xaf}); len(got) != 2 || !bytes.Equal(got[1], nalus[1]) {
+		t.Errorf("SplitAnnexB = %x", got)
+	}
+}
