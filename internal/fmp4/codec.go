@@ -34,7 +34,7 @@ type H264 struct {
 }
 
 func (c *H264) validate() error {
-	if len(c.PPS) == 0 {
+	if h264.TypeOf(c.PPS) != h264.NALUTypePPS {
 		return errors.New("fmp4: H264 track without a PPS")
 	}
 	s, err := h264.ParseSPS(c.SPS)
@@ -100,7 +100,7 @@ type H265 struct {
 }
 
 func (c *H265) validate() error {
-	if len(c.VPS) < 2 || len(c.PPS) < 2 {
+	if h265.TypeOf(c.VPS) != h265.NALUTypeVPS || h265.TypeOf(c.PPS) != h265.NALUTypePPS {
 		return errors.New("fmp4: H265 track without a VPS or PPS")
 	}
 	s, err := h265.ParseSPS(c.SPS)

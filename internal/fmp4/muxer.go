@@ -275,8 +275,10 @@ func (m *Muxer) emit(end time.Duration, flush bool) ([]byte, *FragmentInfo, erro
 		if n == 0 {
 			continue
 		}
-		clear(t.queue[:n])
-		t.queue = append(t.queue[:0], t.queue[n:]...)
+		// Shift the rest to the front and drop references to emitted data.
+		rest := copy(t.queue, t.queue[n:])
+		clear(t.queue[rest:])
+		t.queue = t.queue[:rest]
 	}
 	m.seq++
 	return b, info, nil
