@@ -156,6 +156,9 @@ func (c *H265) SampleData(au [][]byte) (data []byte, sync bool) {
 
 // AAC is an MPEG-4 AAC audio track (sample entry mp4a with esds). Config is
 // the AudioSpecificConfig as received (SDP config=, or aac.Config.Marshal).
+// The track's default time scale is the output sample rate: the SBR rate
+// when HE-AAC is signalled explicitly, where one access unit lasts twice
+// aac.Config.SamplesPerFrame ticks.
 type AAC struct {
 	Config []byte
 	cfg    aac.Config
