@@ -13,7 +13,7 @@ func TestPagesAndAssets(t *testing.T) {
 	defer srv.Close()
 	cases := []struct {
 		path, contains, ctype string
-		status               int
+		status                int
 	}{
 		{"/", "Backchannel", "text/html", 200},
 		{"/watch/demo", `src="/static/js/watch.js"`, "text/html", 200},

@@ -58,8 +58,10 @@ async function refresh() {
     fill(
       "groups",
       detailed.map((g) => {
-        const q = (g.qoe && (g.qoe.current || g.qoe.last || g.qoe)) || {};
-        return [g.id, g.members, q.reports, pct(q.rebuffer_ratio), pct(q.freeze_ratio), pct(q.loss), q.startup_p50_ms];
+        // The current window when it has reports, else the group's lifetime.
+        const q = (g.qoe && (g.qoe.current || g.qoe.total)) || {};
+        const p50 = q.startup_ms && q.startup_ms.p50;
+        return [g.id, g.members, q.reports, pct(q.rebuffer_ratio), pct(q.freeze_ratio), pct(q.loss), p50 ? `${Math.round(p50)} ms` : undefined];
       }),
     );
     authStatus.textContent = `updated ${new Date().toLocaleTimeString()}`;
