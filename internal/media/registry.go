@@ -228,7 +228,7 @@ func (r *Registry) Publish(name string, who PublisherInfo, codecs []Codec, src S
 		}
 	}
 	r.gen++
-	pub := &Publication{stream: s, gen: r.gen, src: src, who: who}
+	pub := &Publication{stream: s, gen: r.gen, src: src, who: who, tookOver: old != nil}
 	for idx, t := range s.tracks {
 		if t == nil {
 			continue
@@ -444,9 +444,13 @@ type Publication struct {
 	gen    uint64
 	src    Source
 	who    PublisherInfo
-	tracks [2]*TrackWriter
-	closed atomic.Bool
+	tracks   [2]*TrackWriter
+	closed   atomic.Bool
+	tookOver bool
 }
+
+// TookOver reports whether this publication replaced a live publisher.
+func (p *Publication) TookOver() bool { return p.tookOver }
 
 // Stream is the published stream.
 func (p *Publication) Stream() *Stream { return p.stream }

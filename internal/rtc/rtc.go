@@ -2,6 +2,9 @@
 // (with ICE-TCP on the same port number), 1:1 NAT addresses and the ICE
 // servers handed to clients. Ingest (WHIP) and edge (WHEP) both build their
 // peer connections from it so every WebRTC session shares one port.
+//
+// It also holds what the WHIP and WHEP HTTP servers share: SDP offer
+// inspection, CORS, Link headers for ICE servers and body limits.
 package rtc
 
 import (
