@@ -440,10 +440,10 @@ func (s *Stream) endLocked() []Sink {
 // Publication is one publisher's hold on a stream, from Publish until Close
 // or until a newer publisher takes over.
 type Publication struct {
-	stream *Stream
-	gen    uint64
-	src    Source
-	who    PublisherInfo
+	stream   *Stream
+	gen      uint64
+	src      Source
+	who      PublisherInfo
 	tracks   [2]*TrackWriter
 	closed   atomic.Bool
 	tookOver bool
