@@ -3,10 +3,12 @@
 package whiptest
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +28,7 @@ const Key = "test-publish-key"
 type Options struct {
 	ICEServers   []webrtc.ICEServer
 	PublicURL    bool          // hand out absolute URLs based on the test server's
-	OfflineGrace time.Duration // 0: the registry default
+	OfflineGrace time.Duration // 0: the registry default; negative: none
 }
 
 // Server is a running ingest + edge pair on one HTTP listener and one ICE port.
@@ -127,4 +129,59 @@ func (s *Server) WaitLive(t testing.TB, stream string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("stream %s never went live", stream)
+}
+
+// Offer builds a complete SDP offer from a pion peer connection that is
+// then closed: sendonly tracks of the given codecs for WHIP, recvonly
+// transceivers (all of pion's default codecs, like a browser) for WHEP.
+func Offer(t testing.TB, sendCodecs ...webrtc.RTPCodecCapability) string {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if len(sendCodecs) == 0 {
+		if err := me.RegisterDefaultCodecs(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		for i, c := range sendCodecs {
+			typ := webrtc.RTPCodecTypeVideo
+			if strings.HasPrefix(strings.ToLower(c.MimeType), "audio/") {
+				typ = webrtc.RTPCodecTypeAudio
+			}
+			if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: c, PayloadType: webrtc.PayloadType(96 + i)}, typ); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if len(sendCodecs) == 0 {
+		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+			if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	} else {
+		for i, c := range sendCodecs {
+			tr, err := webrtc.NewTrackLocalStaticSample(c, fmt.Sprintf("t%d", i), "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	return pc.LocalDescription().SDP
 }
