@@ -140,3 +140,26 @@ func TestWHIPToWHEPDeliversEveryFrame(t *testing.T) {
 	}
 	waitFor(t, "viewers gone", 5*time.Second, func() bool { return srv.Edge.Viewers() == 0 })
 }
+
+// Publishing over ICE-TCP (the passive candidates on the mux port) works
+// end to end.
+func TestPublishOverICETCP(t *testing.T) {
+	srv := whiptest.Start(t, whiptest.Options{})
+	se := whipclient.DefaultSettingEngine()
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+	pub := publish(t, srv, "tcp", whipclient.WithoutAudio(), whipclient.WithSettingEngine(se))
+	pair, err := pub.PeerConnection().SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local.Protocol != webrtc.ICEProtocolTCP {
+		t.Fatalf("selected pair %v (%v), want TCP", pair, err)
+	}
+	tap := newTap()
+	play(t, srv, "tcp", tap.options()...)
+	srv.WaitSinks(t, "tcp", media.KindVideo, 1)
+	frames := whiptest.H264Frames(30, 30, 9)
+	sendFrames(t, pub, frames, 5*time.Millisecond)
+	waitFor(t, "frames over TCP", 5*time.Second, func() bool { f, _ := tap.video.H264Frames(); return len(f) == len(frames) })
+	got, _ := tap.video.H264Frames()
+	if err := whiptest.EqualFrames(frames, got); err != nil {
+		t.Fatal(err)
+	}
+}

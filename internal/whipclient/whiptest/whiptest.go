@@ -26,6 +26,7 @@ const Key = "test-publish-key"
 
 // Options tune the server.
 type Options struct {
+	ICEAddr      string // default "127.0.0.1:0"
 	ICEServers   []webrtc.ICEServer
 	PublicURL    bool          // hand out absolute URLs based on the test server's
 	OfflineGrace time.Duration // 0: the registry default; negative: none
@@ -59,7 +60,11 @@ func Logger() *slog.Logger {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	logger := Logger()
-	tr, err := rtc.Listen(rtc.Config{ICEAddr: "127.0.0.1:0", ICEServers: opts.ICEServers, Logger: logger})
+	iceAddr := opts.ICEAddr
+	if iceAddr == "" {
+		iceAddr = "127.0.0.1:0"
+	}
+	tr, err := rtc.Listen(rtc.Config{ICEAddr: iceAddr, ICEServers: opts.ICEServers, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
