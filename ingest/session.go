@@ -43,6 +43,9 @@ type session struct {
 	setup  *time.Timer
 
 	ssrc [2]atomic.Uint32 // publisher SSRC per kind (video, audio), for PLIs
+	// A keyframe request that came before the track's first packet (a
+	// viewer joining right after the publisher connected) waits here.
+	pendingPLI [2]atomic.Bool
 }
 
 var _ media.Source = (*session)(nil)
@@ -153,6 +156,9 @@ func (ss *session) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	ss.mu.Unlock()
 	kind, idx := kindOf(track.Kind())
 	ss.ssrc[idx].Store(uint32(track.SSRC()))
+	if ss.pendingPLI[idx].Swap(false) {
+		ss.sendPLI(uint32(track.SSRC()))
+	}
 	go ss.readRTP(track, kind)
 	go ss.readRTCP(recv, track, kind)
 }
@@ -234,8 +240,16 @@ func (ss *session) RequestKeyframe(kind media.Kind) {
 	}
 	ssrc := ss.ssrc[idx].Load()
 	if ssrc == 0 {
-		return
+		ss.pendingPLI[idx].Store(true)
+		// The track may have appeared meanwhile: do not leave it pending.
+		if ssrc = ss.ssrc[idx].Load(); ssrc == 0 || !ss.pendingPLI[idx].Swap(false) {
+			return
+		}
 	}
+	ss.sendPLI(ssrc)
+}
+
+func (ss *session) sendPLI(ssrc uint32) {
 	if err := ss.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err == nil {
 		ss.srv.metrics.plis.Inc()
 	}

@@ -144,6 +144,9 @@ func (c *Collector) H264Frames() ([][]byte, error) {
 		if i > 0 && p.SequenceNumber != pkts[i-1].SequenceNumber+1 {
 			return frames, fmt.Errorf("sequence gap: %d then %d", pkts[i-1].SequenceNumber, p.SequenceNumber)
 		}
+		if len(p.Payload) == 0 {
+			continue // padding-only (bandwidth probing)
+		}
 		out, err := d.Unmarshal(p.Payload)
 		if err != nil {
 			return frames, fmt.Errorf("packet %d: %w", p.SequenceNumber, err)
