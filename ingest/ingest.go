@@ -84,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	return &Server{
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "whip"),
+		log:      cfg.Logger.With("component", "whip", "node", cfg.Node),
 		se:       cfg.RTC.SettingEngine(),
 		metrics:  m,
 		sessions: map[string]*session{},

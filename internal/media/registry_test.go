@@ -255,7 +255,11 @@ func TestTakeoverKeepsSinksAndContinuity(t *testing.T) {
 		_ = video2.WriteRTP(pkt(uint16(40001+i), uint32(7_003_000+3000*i), stapA(nalSPS, nalPPS, nalIDR)))
 		_ = audio2.WriteRTP(pkt(uint16(9+i), uint32(123+960*i), []byte{0xfc, byte(i)}))
 	}
-	if err := audio2.WriteSenderReport(&rtcp.SenderReport{NTPTime: 77, RTPTime: 123 + 480}); err != nil {
+	// A report from before the publisher's first packet has no timing.
+	if err := audio2.WriteSenderReport(&rtcp.SenderReport{NTPTime: 76, RTPTime: 999}); err != nil {
+		t.Fatal(err)
+	}
+	if err := audio2.WriteSenderReport(&rtcp.SenderReport{NTPTime: 77, RTPTime: 123 + 480, PacketCount: 3}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -286,6 +286,11 @@ func (t *Track) writeSenderReport(gen uint64, sr *rtcp.SenderReport) error {
 	if gen != t.gen {
 		return ErrReplaced
 	}
+	if sr.PacketCount == 0 {
+		// Sent before the publisher's first packet: its RTP time is
+		// extrapolated from nothing (pion's report interceptor does this).
+		return nil
+	}
 	ts, ok := t.munger.Timestamp(sr.RTPTime)
 	if !ok {
 		return nil

@@ -21,7 +21,9 @@ type Publisher struct {
 // Publish offers to publish to a WHIP endpoint (e.g.
 // http://host:8080/whip/mystream) with the given stream key and returns
 // once the connection is up. Samples written to the tracks are packetized
-// by pion; their durations drive the RTP timestamps.
+// by pion; their durations drive the RTP timestamps. The server puts the
+// stream on air when it sees the connection up, which can be a moment
+// after Publish returns.
 func Publish(ctx context.Context, endpoint, bearerKey string, opts ...Option) (*Publisher, error) {
 	cfg := newConfig(opts)
 	if cfg.noVideo && cfg.noAudio {
