@@ -2,8 +2,8 @@ package edge_test
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"slices"
 	"testing"
 	"time"
