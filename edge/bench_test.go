@@ -192,6 +192,7 @@ func whipWhepPipeline(b *testing.B) *pipeline {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = pub.Close() })
+	srv.WaitLive(b, "bench")
 	p := &pipeline{arrived: make(chan arrival, 64), send: func(nal []byte) error { return sample(nal, pub.WriteVideo) }}
 	player, err := whipclient.Play(ctx, srv.WHEP("bench"), whipclient.WithoutAudio(), whipclient.OnRTP(p.onRTP))
 	if err != nil {
