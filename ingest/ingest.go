@@ -59,7 +59,6 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	closed   bool
-	wg       sync.WaitGroup
 }
 
 // New builds a WHIP server on the shared transport and registry.
@@ -101,7 +100,8 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
-// Close ends every session and waits for their goroutines.
+// Close ends every session and waits for their goroutines. Later
+// publishes get 503.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -110,10 +110,11 @@ func (s *Server) Close() error {
 		all = append(all, ss)
 	}
 	s.mu.Unlock()
+	// close waits for each session's goroutines, including sessions some
+	// other goroutine is already closing.
 	for _, ss := range all {
 		ss.close("server closing")
 	}
-	s.wg.Wait()
 	return nil
 }
 
@@ -282,13 +283,4 @@ func (s *Server) removeSession(ss *session) {
 		delete(s.sessions, ss.id)
 	}
 	s.metrics.sessions.Set(float64(len(s.sessions)))
-}
-
-// go runs f as a goroutine that Close waits for.
-func (s *Server) goTracked(f func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
 }
