@@ -1,0 +1,332 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/rtc"
+)
+
+// viewer is one WHEP session: a peer connection sending the stream's tracks,
+// each through its own viewerTrack attached to the stream track as a sink.
+type viewer struct {
+	srv    *Server
+	id     string
+	etag   string
+	stream string
+	pc     *webrtc.PeerConnection
+	tracks []*viewerTrack
+	log    *slog.Logger
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup // RTCP readers
+
+	mu       sync.Mutex
+	closed   bool
+	attached bool
+	removes  []func()
+	setup    *time.Timer
+}
+
+func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, plans []viewerPlan, remote string) (*viewer, string, int, error) {
+	// One media engine per viewer: it holds exactly the payload types this
+	// viewer offered for the stream's codecs, so the answer has nothing
+	// else. No interceptors: NACKs, sender reports and keyframe requests
+	// are handled here against the shared stream state.
+	me := &webrtc.MediaEngine{}
+	for _, p := range plans {
+		typ := webrtc.RTPCodecTypeVideo
+		if p.track.Kind() == media.KindAudio {
+			typ = webrtc.RTPCodecTypeAudio
+		}
+		params := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType:     p.codec.MimeType,
+				ClockRate:    p.codec.ClockRate,
+				Channels:     p.codec.Channels,
+				SDPFmtpLine:  p.codec.Fmtp,
+				RTCPFeedback: viewerFeedback(p.track.Kind()),
+			},
+			PayloadType: webrtc.PayloadType(p.codec.PayloadType),
+		}
+		if err := me.RegisterCodec(params, typ); err != nil {
+			return nil, "", http.StatusBadRequest, fmt.Errorf("cannot negotiate %s: %w", p.codec.MimeType, err)
+		}
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(&interceptor.Registry{}),
+		webrtc.WithSettingEngine(s.se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, "", http.StatusInternalServerError, err
+	}
+	v := &viewer{
+		srv:    s,
+		id:     rtc.NewToken(),
+		etag:   `"` + rtc.NewToken() + `"`,
+		stream: st.Name(),
+		pc:     pc,
+	}
+	v.log = s.log.With("stream", v.stream, "viewer", v.id[:8], "remote", remote)
+	pc.OnConnectionStateChange(v.onState)
+
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		_ = pc.Close()
+		return nil, "", http.StatusBadRequest, fmt.Errorf("offer rejected: %w", err)
+	}
+	for _, p := range plans {
+		vt := newViewerTrack(v, p)
+		sender, err := pc.AddTrack(vt)
+		if err != nil {
+			_ = pc.Close()
+			return nil, "", http.StatusBadRequest, fmt.Errorf("offer cannot carry the %s track: %w", p.track.Kind(), err)
+		}
+		v.tracks = append(v.tracks, vt)
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			vt.readRTCP(sender)
+		}()
+	}
+	answer, err := rtc.Answer(ctx, pc)
+	if err != nil {
+		_ = pc.Close()
+		v.wg.Wait()
+		return nil, "", http.StatusInternalServerError, fmt.Errorf("creating the answer: %w", err)
+	}
+	if !s.addViewer(v) {
+		_ = pc.Close()
+		v.wg.Wait()
+		return nil, "", http.StatusServiceUnavailable, errors.New("edge is shutting down")
+	}
+	v.mu.Lock()
+	v.setup = time.AfterFunc(SetupTimeout, func() { v.close("connection not established in time") })
+	v.mu.Unlock()
+	v.log.Info("WHEP viewer created", "tracks", len(v.tracks))
+	return v, answer, http.StatusCreated, nil
+}
+
+func (v *viewer) onState(state webrtc.PeerConnectionState) {
+	switch state {
+	case webrtc.PeerConnectionStateConnected:
+		v.attach()
+	case webrtc.PeerConnectionStateFailed:
+		v.close("connection failed")
+	case webrtc.PeerConnectionStateClosed:
+		v.close("connection closed")
+	}
+}
+
+// attach starts the flow once the connection is up, so the keyframe we ask
+// for arrives when the viewer can receive it.
+func (v *viewer) attach() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed || v.attached {
+		return
+	}
+	v.attached = true
+	if v.setup != nil {
+		v.setup.Stop()
+	}
+	for _, vt := range v.tracks {
+		remove, err := vt.track.AddSink(vt)
+		if err != nil {
+			go v.close("stream ended")
+			return
+		}
+		v.removes = append(v.removes, remove)
+	}
+	for _, vt := range v.tracks {
+		if vt.track.Kind() == media.KindVideo && vt.track.RequestKeyframe() {
+			v.srv.metrics.keyframes.Inc()
+		}
+	}
+	v.log.Info("WHEP viewer playing")
+}
+
+func (v *viewer) close(reason string) {
+	v.closeOnce.Do(func() {
+		v.mu.Lock()
+		v.closed = true
+		removes := v.removes
+		v.removes = nil
+		if v.setup != nil {
+			v.setup.Stop()
+		}
+		v.mu.Unlock()
+		// Stop the fan-out into this viewer before tearing its transport down.
+		for _, remove := range removes {
+			remove()
+		}
+		_ = v.pc.Close()
+		v.wg.Wait()
+		v.srv.removeViewer(v)
+		v.log.Info("WHEP viewer ended", "reason", reason)
+	})
+}
+
+// binding is what pion tells a track when the sender starts: the viewer's
+// SSRC and payload type, and where to write.
+type binding struct {
+	ssrc uint32
+	pt   uint8
+	w    webrtc.TrackLocalWriter
+}
+
+// viewerTrack is one viewer's copy of a stream track: a pion TrackLocal
+// (so pion negotiates and binds it) and a media.Sink (so the stream feeds
+// it). Packets pass through untouched except for SSRC and payload type.
+type viewerTrack struct {
+	v     *viewer
+	track *media.Track
+	plan  viewerPlan
+	kind  webrtc.RTPCodecType
+	bound atomic.Pointer[binding]
+
+	// Used only by the stream's writer goroutine (calls are serialized).
+	hdr     rtp.Header
+	started bool
+	// Used only by this viewer's RTCP goroutine.
+	rtxHdr rtp.Header
+
+	// firstSeq is the first outgoing sequence number this viewer got, with
+	// bit 16 set once known; NACKs for earlier packets are not answered.
+	firstSeq atomic.Uint32
+	packets  atomic.Uint64
+	octets   atomic.Uint64
+}
+
+func newViewerTrack(v *viewer, p viewerPlan) *viewerTrack {
+	kind := webrtc.RTPCodecTypeVideo
+	if p.track.Kind() == media.KindAudio {
+		kind = webrtc.RTPCodecTypeAudio
+	}
+	return &viewerTrack{v: v, track: p.track, plan: p, kind: kind}
+}
+
+// ID, RID, StreamID and Kind identify the track to pion.
+func (t *viewerTrack) ID() string                { return string(t.track.Kind()) }
+func (t *viewerTrack) RID() string               { return "" }
+func (t *viewerTrack) StreamID() string          { return t.v.stream }
+func (t *viewerTrack) Kind() webrtc.RTPCodecType { return t.kind }
+
+// Bind picks the negotiated payload type for the stream codec.
+func (t *viewerTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	for _, c := range ctx.CodecParameters() {
+		if strings.EqualFold(c.MimeType, t.plan.codec.MimeType) {
+			t.bound.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType), w: ctx.WriteStream()})
+			return c, nil
+		}
+	}
+	return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+}
+
+// Unbind stops writes.
+func (t *viewerTrack) Unbind(webrtc.TrackLocalContext) error {
+	t.bound.Store(nil)
+	return nil
+}
+
+// WriteRTP forwards one stream packet. Video starts at a keyframe so the
+// viewer's decoder never sees a delta it cannot use.
+func (t *viewerTrack) WriteRTP(p *media.Packet) {
+	b := t.bound.Load()
+	if b == nil {
+		return
+	}
+	if !t.started {
+		if t.kind == webrtc.RTPCodecTypeVideo && !p.Keyframe {
+			return
+		}
+		t.started = true
+		t.firstSeq.Store(uint32(p.Header.SequenceNumber) | 1<<16)
+	}
+	t.hdr = p.Header
+	t.hdr.SSRC, t.hdr.PayloadType = b.ssrc, b.pt
+	if _, err := b.w.WriteRTP(&t.hdr, p.Payload); err == nil {
+		t.packets.Add(1)
+		t.octets.Add(uint64(len(p.Payload)))
+	}
+}
+
+// WriteSenderReport rewrites the publisher's report for this viewer: its
+// SSRC, the munged RTP time and what this viewer was actually sent.
+func (t *viewerTrack) WriteSenderReport(sr media.SenderReport) {
+	b := t.bound.Load()
+	if b == nil || !t.started {
+		return
+	}
+	_ = t.v.pc.WriteRTCP([]rtcp.Packet{&rtcp.SenderReport{
+		SSRC:        b.ssrc,
+		NTPTime:     sr.NTPTime,
+		RTPTime:     sr.RTPTime,
+		PacketCount: uint32(t.packets.Load()),
+		OctetCount:  uint32(t.octets.Load()),
+	}})
+}
+
+// Detached: the stream ended or changed codec; the viewer must reconnect.
+func (t *viewerTrack) Detached(reason error) {
+	go t.v.close(reason.Error())
+}
+
+// readRTCP handles the viewer's feedback for this track: NACKs from the
+// shared ring, PLI/FIR as upstream keyframe requests.
+func (t *viewerTrack) readRTCP(sender *webrtc.RTPSender) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.TransportLayerNack:
+				t.answerNack(p)
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				if t.track.RequestKeyframe() {
+					t.v.srv.metrics.keyframes.Inc()
+				}
+			}
+		}
+	}
+}
+
+func (t *viewerTrack) answerNack(n *rtcp.TransportLayerNack) {
+	b := t.bound.Load()
+	if b == nil || n.MediaSSRC != b.ssrc {
+		return
+	}
+	first := t.firstSeq.Load()
+	if first&(1<<16) == 0 {
+		return
+	}
+	firstSeq := uint16(first)
+	for _, pair := range n.Nacks {
+		pair.Range(func(seq uint16) bool {
+			if int16(seq-firstSeq) < 0 {
+				return true
+			}
+			if t.track.Retransmit(seq, func(p *media.Packet) {
+				t.rtxHdr = p.Header
+				t.rtxHdr.SSRC, t.rtxHdr.PayloadType = b.ssrc, b.pt
+				_, _ = b.w.WriteRTP(&t.rtxHdr, p.Payload)
+			}) {
+				t.v.srv.metrics.nacks.Inc()
+			}
+			return true
+		})
+	}
+}

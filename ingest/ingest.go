@@ -1,0 +1,286 @@
+package ingest
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/problem"
+	"github.com/backchannel/backchannel/internal/rtc"
+)
+
+// KeyChecker authorizes publishing: it reports whether key may publish to
+// stream.
+type KeyChecker interface {
+	CheckPublishKey(stream, key string) bool
+}
+
+// MasterKey is a development key accepted for every stream. The empty key
+// accepts nothing.
+type MasterKey string
+
+// CheckPublishKey compares in constant time.
+func (k MasterKey) CheckPublishKey(_, key string) bool {
+	return k != "" && subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1
+}
+
+// Config configures a WHIP server.
+type Config struct {
+	Node      string
+	Registry  *media.Registry
+	RTC       *rtc.Transport
+	Keys      KeyChecker
+	PublicURL string // base of Location URLs; empty: relative paths
+	Logger    *slog.Logger
+	Metrics   prometheus.Registerer // nil: a private registry
+}
+
+// SetupTimeout is how long a WHIP session may take from its answer to a
+// working connection before it is dropped.
+const SetupTimeout = 30 * time.Second
+
+// Server is a WHIP endpoint: POST /whip/{stream} publishes, DELETE on the
+// returned session URL ends the session.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	se      webrtc.SettingEngine
+	metrics *metrics
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+}
+
+// New builds a WHIP server on the shared transport and registry.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("ingest: Config.Registry is required")
+	case cfg.RTC == nil:
+		return nil, errors.New("ingest: Config.RTC is required")
+	case cfg.Keys == nil:
+		return nil, errors.New("ingest: Config.Keys is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "whip", "node", cfg.Node),
+		se:       cfg.RTC.SettingEngine(),
+		metrics:  m,
+		sessions: map[string]*session{},
+	}, nil
+}
+
+// Handler serves the /whip/ prefix.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Sessions is the number of WHIP sessions (connecting or publishing).
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Close ends every session and waits for their goroutines. Later
+// publishes get 503.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	all := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	s.mu.Unlock()
+	// close waits for each session's goroutines, including sessions some
+	// other goroutine is already closing.
+	for _, ss := range all {
+		ss.close("server closing")
+	}
+	return nil
+}
+
+const (
+	endpointMethods = "POST, OPTIONS"
+	resourceMethods = "DELETE, OPTIONS"
+)
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	rtc.SetCORS(w.Header())
+	rest, ok := strings.CutPrefix(r.URL.Path, "/whip/")
+	if !ok {
+		rest = strings.TrimPrefix(r.URL.Path, "/") // mounted with StripPrefix
+	}
+	parts := strings.Split(rest, "/")
+	switch {
+	case len(parts) == 1 && parts[0] != "":
+		s.serveEndpoint(w, r, parts[0])
+	case len(parts) == 2 && parts[0] != "" && parts[1] != "":
+		s.serveResource(w, r, parts[0], parts[1])
+	default:
+		problem.Write(w, http.StatusNotFound, "use /whip/{stream}")
+	}
+}
+
+func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream string) {
+	switch r.Method {
+	case http.MethodOptions:
+		rtc.WritePreflight(w, endpointMethods)
+		return
+	case http.MethodPost:
+	default:
+		rtc.WriteMethodNotAllowed(w, endpointMethods)
+		return
+	}
+	if !rtc.ValidStreamName(stream) {
+		s.reject(w, "bad_stream", http.StatusBadRequest, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+		return
+	}
+	key, hasBearer := bearer(r)
+	if !hasBearer || !s.cfg.Keys.CheckPublishKey(stream, key) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="whip"`)
+		detail := "missing Authorization: Bearer <stream key>"
+		if hasBearer {
+			detail = "this key may not publish to " + stream
+		}
+		s.reject(w, "auth", http.StatusUnauthorized, detail)
+		return
+	}
+	offerSDP, ok := rtc.ReadSDP(w, r)
+	if !ok {
+		s.metrics.rejections.WithLabelValues("bad_request").Inc()
+		return
+	}
+	offer, err := rtc.ParseOffer(offerSDP)
+	if err != nil {
+		s.reject(w, "bad_offer", http.StatusBadRequest, err.Error())
+		return
+	}
+	plan, err := planPublish(offer)
+	if err != nil {
+		s.reject(w, "bad_offer", http.StatusBadRequest, err.Error())
+		return
+	}
+
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		problem.WriteRetry(w, http.StatusServiceUnavailable, 5*time.Second, "ingest is shutting down")
+		return
+	}
+
+	ss, answer, status, err := s.newSession(r.Context(), stream, r.RemoteAddr, offerSDP, plan)
+	if err != nil {
+		s.reject(w, "bad_offer", status, err.Error())
+		return
+	}
+	loc := rtc.ResourceURL(s.cfg.PublicURL, "/whip/"+stream+"/"+ss.id)
+	h := w.Header()
+	h.Set("Content-Type", rtc.ContentTypeSDP)
+	h.Set("Location", loc)
+	h.Set("ETag", ss.etag)
+	h.Set("Cache-Control", "no-store")
+	for _, v := range rtc.LinkHeaders(s.cfg.RTC.ICEServers()) {
+		h.Add("Link", v)
+	}
+	w.WriteHeader(http.StatusCreated)
+	_, _ = w.Write([]byte(answer))
+}
+
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, stream, id string) {
+	switch r.Method {
+	case http.MethodOptions:
+		rtc.WritePreflight(w, resourceMethods)
+	case http.MethodDelete:
+		s.mu.Lock()
+		ss := s.sessions[id]
+		s.mu.Unlock()
+		if ss == nil || ss.stream != stream {
+			problem.Write(w, http.StatusNotFound, "no such WHIP session")
+			return
+		}
+		ss.close("deleted by client")
+		w.WriteHeader(http.StatusOK)
+	default:
+		// Trickle ICE and ICE restarts (PATCH) are not supported: answers
+		// carry every candidate, and a client whose network changes
+		// publishes again (taking its own stream over).
+		rtc.WriteMethodNotAllowed(w, resourceMethods)
+	}
+}
+
+func (s *Server) reject(w http.ResponseWriter, reason string, status int, detail string) {
+	s.metrics.rejections.WithLabelValues(reason).Inc()
+	problem.Write(w, status, detail)
+}
+
+func bearer(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// newAPI builds a pion API that negotiates exactly the chosen codecs with
+// the publisher's payload types, with pion's default interceptors (NACK
+// generator, receiver reports, TWCC feedback).
+func (s *Server) newAPI(plan publishPlan) (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	if plan.video != nil {
+		if err := me.RegisterCodec(codecParameters(*plan.video, webrtc.RTPCodecTypeVideo), webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, err
+		}
+	}
+	if plan.audio != nil {
+		if err := me.RegisterCodec(codecParameters(*plan.audio, webrtc.RTPCodecTypeAudio), webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(s.se)), nil
+}
+
+func (s *Server) addSession(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.sessions[ss.id] = ss
+	s.metrics.sessions.Set(float64(len(s.sessions)))
+	return true
+}
+
+func (s *Server) removeSession(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[ss.id] == ss {
+		delete(s.sessions, ss.id)
+	}
+	s.metrics.sessions.Set(float64(len(s.sessions)))
+}
