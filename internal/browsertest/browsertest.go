@@ -24,7 +24,7 @@ type Browser struct {
 // ExecPath finds Chromium. A missing browser fails the test: `make test`
 // installs it, and browser tests never skip silently.
 func ExecPath(t testing.TB) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+	for _, p := range []string{os.Getenv("BACKCHANNEL_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
 		if p == "" {
 			continue
 		}
@@ -35,7 +35,7 @@ func ExecPath(t testing.TB) string {
 	if p, err := exec.LookPath("chromium"); err == nil {
 		return p
 	}
-	t.Fatal("chromium not found: run `make test`, which installs it (or set CHROMIUM)")
+	t.Fatal("chromium not found: run `make test`, which installs it (or set BACKCHANNEL_CHROMIUM)")
 	return ""
 }
 
@@ -59,6 +59,10 @@ func Launch(t testing.TB) *Browser {
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("use-fake-device-for-media-stream", true),
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		// Real host addresses instead of mDNS names in the browser's ICE
+		// candidates: this machine has no mDNS responder.
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("mute-audio", true),
 		// Headless tabs must not be throttled: the tests measure frame rates.
 		chromedp.Flag("disable-background-timer-throttling", true),
 		chromedp.Flag("disable-renderer-backgrounding", true),
@@ -76,6 +80,9 @@ func Launch(t testing.TB) *Browser {
 	t.Cleanup(b.cancel)
 	return b
 }
+
+// Context is the chromedp context of the browser's first tab.
+func (b *Browser) Context() context.Context { return b.ctx }
 
 // Page is one tab. Pages from NewUser are in separate browser contexts (their
 // own cookies and storage), so they are different users to the server.

@@ -2,55 +2,18 @@ package whiptest
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"testing"
 
-	"github.com/chromedp/chromedp"
+	"github.com/backchannel/backchannel/internal/browsertest"
 )
 
-// ChromiumPath is the browser the interop tests drive.
-const ChromiumPath = "/usr/bin/chromium"
-
 // Chrome starts a headless Chromium for the test, set up for WebRTC on
-// loopback: fake camera and microphone without a permission prompt,
-// loopback ICE candidates, real IPs instead of mDNS names, autoplay.
+// loopback (see browsertest.Launch), and returns the context of its tab.
 // A missing browser fails the test: interop is part of what must pass.
 func Chrome(t testing.TB) context.Context {
 	t.Helper()
-	path := ChromiumPath
-	if p := os.Getenv("BACKCHANNEL_CHROMIUM"); p != "" {
-		path = p
-	}
-	if _, err := exec.LookPath(path); err != nil {
-		t.Fatalf("Chromium not found at %s (set BACKCHANNEL_CHROMIUM): %v", path, err)
-	}
-	opts := append([]chromedp.ExecAllocatorOption{},
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.DisableGPU,
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("mute-audio", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return ctx
+	return browsertest.Launch(t).Context()
 }
-
 // PlayerPage is a minimal WHEP player and WHIP publisher in browser
 // JavaScript, the way a web page would do it (no library).
 const PlayerPage = `<!doctype html><html><body><script>

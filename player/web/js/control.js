@@ -3,6 +3,7 @@
 // token the server hands out, and reconnects with jittered backoff so a failed
 // server does not cause a reconnect flood.
 const TOKEN_KEY = "backchannel.token";
+const MAX_QUEUED = 50;
 
 export class ControlLink {
   constructor({ onMessage, onState, hello = {} } = {}) {
@@ -35,6 +36,12 @@ export class ControlLink {
       this.ws.send(JSON.stringify(msg));
     } else {
       this.queue.push(msg);
+      // While the link is down keep what matters (votes, watch) and let old
+      // telemetry go: it describes a past that a later report sums up anyway.
+      while (this.queue.length > MAX_QUEUED) {
+        const i = this.queue.findIndex((m) => m.t === "telemetry");
+        this.queue.splice(i >= 0 ? i : 0, 1);
+      }
     }
   }
 
@@ -108,16 +115,15 @@ export class ControlLink {
     try {
       token = localStorage.getItem(TOKEN_KEY) || undefined;
     } catch {}
-    const conn = navigator.connection || {};
+    const conn = navigator.connection;
     return {
       t: "hello",
       token,
       ua: navigator.userAgent,
       lang: navigator.language,
-      screen: `${screen.width}x${screen.height}`,
-      dpr: window.devicePixelRatio,
-      net: conn.effectiveType,
-      tz: Intl.DateTimeFormat().resolvedOptions().timeZone,
+      screen: { w: screen.width, h: screen.height, dpr: window.devicePixelRatio },
+      net: conn ? { type: conn.type, effective: conn.effectiveType, downlink: conn.downlink, rtt: conn.rtt } : undefined,
+      player: "backchannel-web/1",
       ...this.hello,
     };
   }
