@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.goRun("application", func() error { return n.app.Run(runCtx) })
 	if cfg.Demo {
 		n.goRun("demo", func() error {
-			err := demo.Run(runCtx, n.URL()+"/whip/"+DemoStream, n.secrets.PublishKey, n.log.With("component", "demo"))
+			err := demo.Run(runCtx, n.URL()+"/whip/"+DemoStream, n.secrets.PublishKey, n.log)
 			if runCtx.Err() != nil {
 				return nil
 			}
@@ -158,7 +158,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		ICEAddr:    cfg.ICEAddr,
 		PublicIPs:  cfg.PublicIPs,
 		ICEServers: cfg.ICEServers,
-		Logger:     n.log.With("component", "rtc"),
+		Logger:     n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("ice: %w", err)
@@ -170,7 +170,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		RTC:       n.rtc,
 		Keys:      ingest.MasterKey(n.secrets.PublishKey),
 		PublicURL: cfg.PublicURL,
-		Logger:    n.log.With("component", "ingest"),
+		Logger:    n.log,
 		Metrics:   reg,
 	})
 	if err != nil {
@@ -181,7 +181,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		Registry:  n.registry,
 		RTC:       n.rtc,
 		PublicURL: cfg.PublicURL,
-		Logger:    n.log.With("component", "edge"),
+		Logger:    n.log,
 		Metrics:   reg,
 	})
 	if err != nil {
@@ -194,7 +194,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		Identity:       identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
 		AllowedOrigins: cfg.AllowedOrigins,
 		PublicURL:      cfg.PublicURL,
-		Logger:         n.log.With("component", "connection"),
+		Logger:         n.log,
 		Metrics:        reg,
 	})
 	if err != nil {
@@ -204,7 +204,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		Bus:         b,
 		Edges:       application.StaticEdge{ID: cfg.NodeID, BaseURL: cfg.PublicURL},
 		OperatorKey: n.secrets.OperatorKey,
-		Logger:      n.log.With("component", "application"),
+		Logger:      n.log,
 		Metrics:     reg,
 	})
 	if err != nil {
