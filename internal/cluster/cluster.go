@@ -96,11 +96,11 @@ type Member struct {
 // Config configures a node. Zero tuning fields take the defaults in their
 // comments.
 type Config struct {
-	Meta     Meta     // ID required; Load is the initial load
-	BindAddr string   // gossip address (0.0.0.0)
-	BindPort int      // gossip port, TCP and UDP (7946; 0: a free one, see Node.Addr)
-	Advertise string  // host:port others reach this node at (the bound one)
-	Seeds    []string // gossip addresses of nodes to join; none: start a cluster
+	Meta      Meta     // ID required; Load is the initial load
+	BindAddr  string   // gossip address (0.0.0.0)
+	BindPort  int      // gossip port, TCP and UDP (7946; 0: a free one, see Node.Addr)
+	Advertise string   // host:port others reach this node at (the bound one)
+	Seeds     []string // gossip addresses of nodes to join; none: start a cluster
 
 	// LoadFunc, when set, is asked every UpdateInterval for the current
 	// load, which is announced when it changed.
