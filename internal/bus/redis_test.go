@@ -224,3 +224,5 @@ func TestRedisConfirmation(t *testing.T) {
 		t.Fatalf("outbox gauge = %v", v)
 	}
 }
+
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
