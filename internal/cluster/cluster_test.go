@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,33 @@ func TestJoinRejectsBadConfig(t *testing.T) {
 	n := start(t, cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleEdge}})
 	if err := n.SetLoad(cluster.Load{Links: 1}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	a, err := cluster.Join(cluster.Config{Meta: connMeta("a", cluster.Load{}), BindAddr: "127.0.0.1", ProbeInterval: 50 * time.Millisecond,
+		LoadFunc: func() cluster.Load { return cluster.Load{} }, UpdateInterval: 10 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cluster.Join(cluster.Config{Meta: connMeta("b", cluster.Load{}), BindAddr: "127.0.0.1", Seeds: []string{a.Addr()}, ProbeInterval: 50 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "two members", func() bool { return len(a.Members("")) == 2 })
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
