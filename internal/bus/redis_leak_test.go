@@ -20,7 +20,9 @@ func TestRedisCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	done := make(chan error, 2)
 	for _, topic := range []string{"a", "b"} {
-		go func() { done <- b.Subscribe(context.Background(), topic, "g", func(context.Context, []bus.Message) error { return nil }) }()
+		go func() {
+			done <- b.Subscribe(context.Background(), topic, "g", func(context.Context, []bus.Message) error { return nil })
+		}()
 	}
 	for range 100 {
 		_ = b.Publish(context.Background(), "a", []byte("x"))
