@@ -3,7 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +143,21 @@ func apiGetURL(t *testing.T, base, key, path string, v any) int {
 		}
 	}
 	return res.StatusCode
+}
+
+// TestLoopbackClusterScript keeps deploy/loopback-cluster.sh working: it
+// starts redis, an ingest node, an application server and two connection
+// servers, checks them and stops.
+func TestLoopbackClusterScript(t *testing.T) {
+	bin := clustertest.Binary(t)
+	base := 20000 + rand.IntN(20)*500
+	cmd := exec.Command("../deploy/loopback-cluster.sh", "2")
+	cmd.Env = append(os.Environ(), "BACKCHANNEL="+bin, "CHECK=1", "STATE="+t.TempDir(), fmt.Sprintf("BASE_PORT=%d", base))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("loopback-cluster.sh: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "check: /connect → ") {
+		t.Fatalf("no /connect check in the output:\n%s", out)
+	}
 }

@@ -194,6 +194,11 @@ func Join(cfg Config) (*Node, error) {
 		}
 	}
 
+	for _, seed := range cfg.Seeds {
+		if _, _, err := net.SplitHostPort(seed); err != nil {
+			return nil, fmt.Errorf("cluster: seed %q is not host:port: %w", seed, err)
+		}
+	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.ID
 	mc.BindAddr = cfg.BindAddr
@@ -248,10 +253,14 @@ func Join(cfg Config) (*Node, error) {
 	}
 	n.ml = ml
 	if len(cfg.Seeds) > 0 {
+		// Nodes start in any order and seeds restart: a seed that is not
+		// up yet is retried in the background instead of failing start-up,
+		// and a node left alone (its peers gone, a partition) joins again.
 		if _, err := ml.Join(cfg.Seeds); err != nil {
-			_ = ml.Shutdown()
-			return nil, fmt.Errorf("cluster: joining %v: %w", cfg.Seeds, err)
+			n.log.Warn("cluster seeds not reachable yet; retrying", "seeds", cfg.Seeds, "err", err)
 		}
+		n.wg.Add(1)
+		go n.rejoin()
 	}
 	if cfg.LoadFunc != nil {
 		n.wg.Add(1)
@@ -411,6 +420,30 @@ func (n *Node) PickConnection() (Member, bool) {
 	n.assigned[cands[best].ID]++
 	n.metrics.picks.WithLabelValues(cands[best].ID).Inc()
 	return cands[best], true
+}
+
+// rejoin contacts the seeds again whenever this node is alone.
+func (n *Node) rejoin() {
+	defer n.wg.Done()
+	wait := 500 * time.Millisecond
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+		}
+		if n.ml.NumMembers() > 1 {
+			wait = 5 * time.Second
+			continue
+		}
+		if _, err := n.ml.Join(n.cfg.Seeds); err != nil {
+			n.log.Debug("joining cluster seeds", "seeds", n.cfg.Seeds, "err", err)
+			wait = min(2*wait, 5*time.Second)
+			continue
+		}
+		n.log.Info("joined the cluster", "seeds", n.cfg.Seeds)
+		wait = 5 * time.Second
+	}
 }
 
 // memberlist callbacks. They run on memberlist's goroutines and must not

@@ -2,7 +2,9 @@ package cluster_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -254,7 +256,7 @@ func TestJoinRejectsBadConfig(t *testing.T) {
 		"no roles":    {Meta: cluster.Meta{ID: "x"}},
 		"no ws":       {Meta: cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleConnection}}},
 		"meta > 512":  {Meta: cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleEdge}, URL: "http://" + strings.Repeat("a", 600)}},
-		"bad seed":    {Meta: cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleEdge}}, BindAddr: "127.0.0.1", Seeds: []string{"127.0.0.1:1"}},
+		"bad seed":    {Meta: cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleEdge}}, BindAddr: "127.0.0.1", Seeds: []string{"no-port"}},
 		"bad address": {Meta: cluster.Meta{ID: "x", Roles: []cluster.Role{cluster.RoleEdge}}, Advertise: "nope"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -301,4 +303,28 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// Nodes start in any order: one whose seed is not up yet keeps trying, and
+// joins once the seed appears.
+func TestSeedThatStartsLater(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	early := start(t, connMeta("early", cluster.Load{}), fmt.Sprintf("127.0.0.1:%d", port))
+	time.Sleep(300 * time.Millisecond)
+	seed, err := cluster.Join(cluster.Config{
+		Meta: connMeta("seed", cluster.Load{}), BindAddr: "127.0.0.1", BindPort: port,
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, GossipInterval: 20 * time.Millisecond,
+		Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = seed.Close() })
+	eventually(t, 10*time.Second, "the early node to find the seed", func() bool { return len(early.Members(cluster.RoleConnection)) == 2 })
+	eventually(t, 5*time.Second, "the seed to see the early node", func() bool { return len(seed.Members(cluster.RoleConnection)) == 2 })
 }
