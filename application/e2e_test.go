@@ -423,15 +423,17 @@ func TestAPIErrors(t *testing.T) {
 			t.Errorf("%s with key %q: %d %v, want %d", tc.path, tc.key, got, body, tc.status)
 		}
 	}
-	req, _ := http.NewRequest("POST", c.api.URL+"/api/v1/groups", nil)
-	req.Header.Set("Authorization", "Bearer "+operatorKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 405 {
-		t.Fatalf("POST: %d", resp.StatusCode)
+	for method, want := range map[string]int{"PUT": 405, "POST": 400} {
+		req, _ := http.NewRequest(method, c.api.URL+"/api/v1/groups", nil)
+		req.Header.Set("Authorization", "Bearer "+operatorKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", method, resp.StatusCode, want)
+		}
 	}
 	v := c.viewer("c1", nil)
 	waitFor(t, "profile", func() bool { _, ok := c.app.Profile(v.sid); return ok })
