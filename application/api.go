@@ -23,35 +23,65 @@ import (
 // operator key, or a key created through /api/v1/keys (operator, or
 // broadcaster scoped to named streams).
 func (s *Server) Routes(mux *http.ServeMux) {
-	h := func(f http.HandlerFunc) http.Handler { return s.auth(f) }
-	mux.Handle("GET /api/v1/streams", h(s.listStreams))
-	mux.Handle("GET /api/v1/streams/{name}", h(s.getStream))
-	mux.Handle("GET /api/v1/streams/{name}/branding", h(s.getBranding))
-	mux.Handle("PUT /api/v1/streams/{name}/branding", h(s.putBranding))
+	routes := &routeTable{paths: http.NewServeMux(), allow: map[string][]string{}}
+	handle := func(pattern string, f http.HandlerFunc) {
+		mux.Handle(pattern, s.auth(f))
+		routes.add(pattern)
+	}
+	handle("GET /api/v1/streams", s.listStreams)
+	handle("GET /api/v1/streams/{name}", s.getStream)
+	handle("GET /api/v1/streams/{name}/branding", s.getBranding)
+	handle("PUT /api/v1/streams/{name}/branding", s.putBranding)
 
-	mux.Handle("GET /api/v1/groups", h(s.listGroups))
-	mux.Handle("POST /api/v1/groups", h(s.createGroup))
-	mux.Handle("GET /api/v1/groups/{id}", h(s.getGroup))
-	mux.Handle("DELETE /api/v1/groups/{id}", h(s.deleteGroup))
+	handle("GET /api/v1/groups", s.listGroups)
+	handle("POST /api/v1/groups", s.createGroup)
+	handle("GET /api/v1/groups/{id}", s.getGroup)
+	handle("DELETE /api/v1/groups/{id}", s.deleteGroup)
 
-	mux.Handle("GET /api/v1/polls", h(s.listPolls))
-	mux.Handle("POST /api/v1/polls", h(s.createPoll))
-	mux.Handle("GET /api/v1/polls/{id}", h(s.getPoll))
-	mux.Handle("POST /api/v1/polls/{id}/close", h(s.closePoll))
-	mux.Handle("GET /api/v1/polls/{id}/results", h(s.pollResults))
-	mux.Handle("GET /api/v1/polls/{id}/results/{dimension}", h(s.pollBreakdown))
-	mux.Handle("GET /api/v1/polls/{id}/live", h(s.pollLive))
+	handle("GET /api/v1/polls", s.listPolls)
+	handle("POST /api/v1/polls", s.createPoll)
+	handle("GET /api/v1/polls/{id}", s.getPoll)
+	handle("POST /api/v1/polls/{id}/close", s.closePoll)
+	handle("GET /api/v1/polls/{id}/results", s.pollResults)
+	handle("GET /api/v1/polls/{id}/results/{dimension}", s.pollBreakdown)
+	handle("GET /api/v1/polls/{id}/live", s.pollLive)
 
-	mux.Handle("GET /api/v1/keys", h(s.listKeys))
-	mux.Handle("POST /api/v1/keys", h(s.createKey))
-	mux.Handle("DELETE /api/v1/keys/{id}", h(s.deleteKey))
+	handle("GET /api/v1/keys", s.listKeys)
+	handle("POST /api/v1/keys", s.createKey)
+	handle("DELETE /api/v1/keys/{id}", s.deleteKey)
 
 	// Routes of other files (notices.go, streamkeys.go) are registered
 	// here, before the catch-all below.
 
-	mux.Handle("/api/v1/", h(func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path)
-	}))
+	mux.Handle("/api/v1/", s.auth(http.HandlerFunc(routes.notFound)))
+}
+
+// routeTable tells a wrong method (405, with Allow) from an unknown path
+// (404) for requests that reach the catch-all.
+type routeTable struct {
+	paths *http.ServeMux // method-less patterns
+	allow map[string][]string
+}
+
+func (t *routeTable) add(pattern string) {
+	method, path, _ := strings.Cut(pattern, " ")
+	if _, ok := t.allow[path]; !ok {
+		t.paths.Handle(path, http.NotFoundHandler())
+	}
+	t.allow[path] = append(t.allow[path], method)
+}
+
+func (t *routeTable) notFound(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := t.paths.Handler(r); pattern != "" {
+		methods := t.allow[pattern]
+		if slices.Contains(methods, http.MethodGet) {
+			methods = append(methods, http.MethodHead)
+		}
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		problem.Write(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(methods, " or "))
+		return
+	}
+	problem.Write(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
 }
 
 type principalKey struct{}

@@ -34,8 +34,9 @@ type pollState struct {
 	changed  chan struct{} // closed and replaced when the counts or state change
 }
 
-func newPollState(p polls.Poll) *pollState {
-	return &pollState{poll: p, tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{})}
+func (s *Server) newPollState(p polls.Poll) *pollState {
+	return &pollState{poll: p, tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{}),
+		audience: polls.Pacer{Interval: s.cfg.AudienceInterval}}
 }
 
 // notify wakes live-results watchers. Callers hold Server.mu.
@@ -246,7 +247,7 @@ func (s *Server) CreatePoll(ctx context.Context, spec polls.Spec) (polls.Poll, e
 	if err := s.savePoll(ctx, *p); err != nil {
 		return polls.Poll{}, err
 	}
-	ps := newPollState(*p)
+	ps := s.newPollState(*p)
 	s.mu.Lock()
 	s.polls[p.ID] = ps
 	s.mu.Unlock()
@@ -453,7 +454,7 @@ func (s *Server) load(ctx context.Context) error {
 			s.log.Warn("skipping a corrupt stored poll", "poll", id, "err", err)
 			continue
 		}
-		ps := newPollState(p)
+		ps := s.newPollState(p)
 		n := 0
 		if err := s.store.Votes(ctx, id, func(v store.Vote) {
 			if v.Choice >= 0 && v.Choice < len(p.Choices) {
