@@ -11,23 +11,30 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/cluster"
 	"github.com/backchannel/backchannel/internal/node"
 )
 
 const usage = `Backchannel: live broadcasts with a control channel beside the video.
 
 Usage:
-  backchannel all [flags]     run every tier in one process (the embedded default)
-  backchannel version         print the version
+  backchannel all [flags]           every tier in one process (the embedded default)
+  backchannel connection [flags]    a connection server: viewers' control links
+  backchannel application [flags]   an application server: groups, telemetry, REST API
+  backchannel ingest [flags]        an ingest node: WHIP publishing; until edges
+                                    relay from origins it also serves WHEP for its
+                                    own streams
+  backchannel version               print the version
 
-The cluster roles (ingest, edge, connection, application) run as separate
-processes once the Redis bus lands; today every deployment is "all".
+Cluster roles need Redis (--redis host:port) for the bus and shared state,
+and join each other by gossip (--cluster-bind, --cluster-join).
 
-Run "backchannel all -h" for the flags. Every flag can also be set through
+Run "backchannel <role> -h" for the flags. Every flag can also be set through
 the environment: --public-url is BACKCHANNEL_PUBLIC_URL, and so on.
 `
 
@@ -38,12 +45,15 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	switch os.Args[1] {
-	case "all":
-		if err := runAll(os.Args[2:], os.Stdout); err != nil {
+	switch cmd := os.Args[1]; cmd {
+	case "all", "connection", "application", "ingest":
+		if err := runNode(cmd, os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "backchannel:", err)
 			os.Exit(1)
 		}
+	case "edge":
+		fmt.Fprintln(os.Stderr, "backchannel: a standalone edge needs origin→edge relay, which is not built yet; run `backchannel ingest` (it serves WHEP for its own streams)")
+		os.Exit(2)
 	case "version", "--version", "-version":
 		fmt.Println("backchannel", version)
 	case "help", "-h", "--help":
@@ -54,8 +64,16 @@ func main() {
 	}
 }
 
-func runAll(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("all", flag.ContinueOnError)
+// roleSets maps subcommands to the roles their process plays.
+var roleSets = map[string][]cluster.Role{
+	"all":         node.AllRoles,
+	"connection":  {node.RoleConnection},
+	"application": {node.RoleApplication},
+	"ingest":      {node.RoleIngest, node.RoleEdge},
+}
+
+func runNode(cmd string, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	var (
 		httpAddr   = fs.String("http", ":8080", "HTTP listen address for every route")
 		iceAddr    = fs.String("ice-udp", ":8189", "ICE UDP mux address; ICE-TCP listens on the same port")
@@ -69,6 +87,16 @@ func runAll(args []string, out io.Writer) error {
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
 		nodeID     = fs.String("node-id", "", "this node's id (default: host name)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		identity   = fs.String("identity-secret", "", "secret signing viewer identities (generated when empty; shared through Redis in a cluster)")
+
+		redisAddr   = fs.String("redis", "", "Redis host:port for the bus and shared state (required for every role but all)")
+		gossipBind  = fs.String("cluster-bind", "", "memberlist gossip address host:port (e.g. 0.0.0.0:7946); empty: no gossip")
+		gossipAdv   = fs.String("cluster-advertise", "", "gossip host:port other nodes reach this one at (default: the bound one)")
+		gossipSeeds = fs.String("cluster-join", "", "comma-separated gossip addresses of nodes to join")
+		region      = fs.String("region", "", "region label this node announces")
+		lat         = fs.Float64("lat", 0, "latitude this node announces (edge choice by distance)")
+		lon         = fs.Float64("lon", 0, "longitude this node announces")
+		capacity    = fs.Int("capacity", 0, "control links this node accepts (connection role; 0: 100000)")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -93,6 +121,7 @@ func runAll(args []string, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, node.Config{
+		Roles:          roleSets[cmd],
 		HTTPAddr:       *httpAddr,
 		ICEAddr:        *iceAddr,
 		PublicIPs:      splitList(*publicIP),
@@ -105,6 +134,16 @@ func runAll(args []string, out io.Writer) error {
 		Demo:           *demoFlag,
 		NodeID:         id,
 		Logger:         logger,
+		IdentitySecret: *identity,
+
+		RedisAddr:        *redisAddr,
+		ClusterBind:      *gossipBind,
+		ClusterAdvertise: *gossipAdv,
+		ClusterSeeds:     splitList(*gossipSeeds),
+		Region:           *region,
+		Lat:              *lat,
+		Lon:              *lon,
+		Capacity:         *capacity,
 	})
 	if err != nil {
 		return err
@@ -128,19 +167,54 @@ func runAll(args []string, out io.Writer) error {
 
 func printBanner(out io.Writer, n *node.Node, demo bool) {
 	base := n.PublicBase()
-	fmt.Fprintf(out, "\nBackchannel is running.\n\n")
-	if demo {
-		fmt.Fprintf(out, "  Watch the demo:   %s/watch/%s\n", base, node.DemoStream)
+	has := func(r cluster.Role) bool { return slices.Contains(n.Roles(), r) }
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(out, "  %-18s"+format+"\n", append([]any{label + ":"}, args...)...)
 	}
-	fmt.Fprintf(out, "  Watch a stream:   %s/watch/<stream>\n", base)
-	fmt.Fprintf(out, "  Studio:           %s/studio\n", base)
-	fmt.Fprintf(out, "  Operator console: %s/ops\n", base)
-	fmt.Fprintf(out, "  WHIP ingest:      %s/whip/<stream>   (Authorization: Bearer <publish key>)\n", base)
-	fmt.Fprintf(out, "  WHEP playback:    %s/whep/<stream>\n", base)
-	fmt.Fprintf(out, "  REST API:         %s/api/v1/        (Authorization: Bearer <operator key>)\n", base)
-	fmt.Fprintf(out, "  ICE (WebRTC):     udp+tcp %s\n\n", n.ICEAddr())
-	fmt.Fprintf(out, "  Publish key:      %s\n", n.PublishKey())
-	fmt.Fprintf(out, "  Operator key:     %s\n\n", n.OperatorKey())
+	fmt.Fprintf(out, "\nBackchannel %s is running (node %s).\n\n", roleNames(n.Roles()), n.ID())
+	if demo && has(node.RoleIngest) {
+		line("Watch the demo", "%s/watch/%s", base, node.DemoStream)
+	}
+	line("Watch a stream", "%s/watch/<stream>", base)
+	line("Studio", "%s/studio", base)
+	line("Operator console", "%s/ops", base)
+	if has(node.RoleIngest) {
+		line("WHIP ingest", "%s/whip/<stream>   (Authorization: Bearer <publish key>)", base)
+	}
+	if has(node.RoleEdge) {
+		line("WHEP playback", "%s/whep/<stream>", base)
+	}
+	if has(node.RoleConnection) {
+		line("Control links", "%s/ws   (find a server: %s/connect)", base, base)
+	}
+	if has(node.RoleApplication) {
+		line("REST API", "%s/api/v1/   (Authorization: Bearer <operator key>)", base)
+	}
+	if a := n.ICEAddr(); a != nil {
+		line("ICE (WebRTC)", "udp+tcp %s", a)
+	}
+	if g := n.GossipAddr(); g != "" {
+		line("Cluster gossip", "%s", g)
+	}
+	fmt.Fprintln(out)
+	if has(node.RoleIngest) {
+		line("Publish key", "%s", n.PublishKey())
+	}
+	if has(node.RoleApplication) {
+		line("Operator key", "%s", n.OperatorKey())
+	}
+	fmt.Fprintln(out)
+}
+
+func roleNames(roles []cluster.Role) string {
+	if len(roles) == len(node.AllRoles) {
+		return "(all roles)"
+	}
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return "(" + strings.Join(names, ", ") + ")"
 }
 
 // parseWithEnv lets BACKCHANNEL_<FLAG> set any flag; the command line wins.

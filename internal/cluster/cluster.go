@@ -185,7 +185,7 @@ func Join(cfg Config) (*Node, error) {
 			members: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "backchannel", Subsystem: "cluster", Name: "members",
 				Help: "Live nodes per role, this one included."}, []string{"role"}),
 			picks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "backchannel", Subsystem: "cluster", Name: "connect_picks_total",
-				Help: "Connection servers handed out by /connect, per node; node=\"\" when none was alive."}, []string{"node"}),
+				Help: "Connection servers handed out by /connect, per chosen server; server=\"\" when none was alive."}, []string{"server"}),
 		},
 	}
 	for _, c := range []prometheus.Collector{n.metrics.members, n.metrics.picks} {

@@ -1,7 +1,9 @@
-// Package node assembles every tier into one process, the embedded default
-// deployment (`backchannel all`): one HTTP listener for all routes, one ICE
-// port, the in-process bus between the connection and application tiers, and
-// optionally the demo broadcast. Tests start whole nodes through it.
+// Package node assembles Backchannel's tiers into one process. With every
+// role and no Redis it is the embedded default (`backchannel all`): one HTTP
+// listener for all routes, one ICE port, the in-process bus, optionally the
+// demo broadcast. With Redis and a subset of roles it is one node of a
+// cluster: the tiers talk over the Redis bus and find each other through
+// memberlist gossip. Tests start whole nodes through it.
 package node
 
 import (
@@ -11,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,44 +29,73 @@ import (
 	"github.com/backchannel/backchannel/edge"
 	"github.com/backchannel/backchannel/ingest"
 	"github.com/backchannel/backchannel/internal/bus"
+	"github.com/backchannel/backchannel/internal/cluster"
 	"github.com/backchannel/backchannel/internal/demo"
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/rtc"
+	"github.com/backchannel/backchannel/internal/streamsync"
 	"github.com/backchannel/backchannel/player"
 )
 
-// Config is the embedded node's configuration. The zero value of every field
-// has a working default.
+// The roles a node can play.
+const (
+	RoleIngest      = cluster.RoleIngest
+	RoleEdge        = cluster.RoleEdge
+	RoleConnection  = cluster.RoleConnection
+	RoleApplication = cluster.RoleApplication
+)
+
+// AllRoles is the embedded deployment.
+var AllRoles = []cluster.Role{RoleIngest, RoleEdge, RoleConnection, RoleApplication}
+
+// Config is a node's configuration. The zero value of every field has a
+// working default: the embedded deployment.
 type Config struct {
-	HTTPAddr       string // default ":8080"
-	ICEAddr        string // ICE UDP mux, ICE-TCP on the same port; default ":8189"
+	Roles          []cluster.Role // default AllRoles
+	HTTPAddr       string         // default ":8080"
+	ICEAddr        string         // ICE UDP mux, ICE-TCP on the same port; default ":8189"
 	PublicIPs      []string
-	PublicURL      string // base of every URL handed out; default: relative URLs
+	PublicURL      string // base of every URL handed out; default: relative URLs (single node)
 	ICEServers     []webrtc.ICEServer
-	DataDir        string // default "./data"
+	DataDir        string // default "./data" (embedded state)
 	PublishKey     string // development key for every stream; generated when empty
 	OperatorKey    string // operator API key; generated when empty
+	IdentitySecret string // signs viewer identities; generated when empty
 	AllowedOrigins []string
-	Demo           bool // publish the built-in demo clip as stream "demo"
+	Demo           bool // publish the built-in demo clip as stream "demo" (ingest role)
 	NodeID         string
 	Logger         *slog.Logger
+
+	// Cluster. Without RedisAddr every role must be in this process.
+	RedisAddr        string   // Redis for the bus and shared state
+	ClusterBind      string   // memberlist gossip host:port; "" = no gossip
+	ClusterAdvertise string   // host:port other nodes reach the gossip at
+	ClusterSeeds     []string // gossip addresses of nodes to join
+	Region           string
+	Lat, Lon         float64
+	Capacity         int // control links this node accepts (connection role)
 }
 
-// Node is a running embedded deployment.
+// Node is a running node.
 type Node struct {
 	cfg      Config
 	secrets  secrets
 	log      *slog.Logger
 	listener net.Listener
 	http     *http.Server
+	metrics  *prometheus.Registry
+
+	bus      bus.Bus
+	cluster  *cluster.Node
+	cpu      *cluster.CPUMeter
+	view     *streamsync.View
 	rtc      *rtc.Transport
 	registry *media.Registry
 	ingest   *ingest.Server
 	edge     *edge.Server
 	conn     *connection.Server
 	app      *application.Server
-	metrics  *prometheus.Registry
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -73,65 +106,82 @@ type Node struct {
 // DemoStream is the name the demo broadcast publishes under.
 const DemoStream = "demo"
 
-// Start brings every tier up and returns once the listeners accept.
+// Start brings the node's tiers up and returns once its listeners accept.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
-	cfg = withDefaults(cfg)
-	n := &Node{cfg: cfg, log: cfg.Logger, errc: make(chan error, 4)}
-	sec, err := loadSecrets(cfg.DataDir)
+	cfg, err := withDefaults(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.PublishKey != "" {
-		sec.PublishKey = cfg.PublishKey
-	}
-	if cfg.OperatorKey != "" {
-		sec.OperatorKey = cfg.OperatorKey
-	}
-	n.secrets = sec
-
+	n := &Node{cfg: cfg, log: cfg.Logger, errc: make(chan error, 8), cpu: cluster.NewCPUMeter()}
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeID}, n.metrics)
 
-	if err := n.build(reg); err != nil {
-		n.closeTiers()
-		return nil, err
-	}
-
+	// The listener first: a cluster node announces its own URL.
 	n.listener, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		n.closeTiers()
 		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	if err := n.build(runCtx, reg); err != nil {
+		n.stop(context.Background())
+		return nil, err
 	}
 	n.http = &http.Server{
 		Handler:           n.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
-
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n.cancel = cancel
 	n.goRun("http", func() error {
 		if err := n.http.Serve(n.listener); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
-	n.goRun("connection", func() error { return n.conn.Run(runCtx) })
-	n.goRun("application", func() error { return n.app.Run(runCtx) })
-	if cfg.Demo {
+	if n.conn != nil {
+		n.goRun("connection", func() error { return ignoreCancel(runCtx, n.conn.Run(runCtx)) })
+	}
+	if n.app != nil {
+		n.goRun("application", func() error { return ignoreCancel(runCtx, n.app.Run(runCtx)) })
+	}
+	if n.clustered() {
+		n.goRun("secrets keeper", func() error { return ignoreCancel(runCtx, keepSecrets(runCtx, cfg.RedisAddr, n.secrets)) })
+	}
+	if n.registry != nil && n.clustered() {
+		n.goRun("stream announcements", func() error {
+			return ignoreCancel(runCtx, streamsync.Announce(runCtx, n.bus, cfg.NodeID, n.registry, 0, n.log))
+		})
+	}
+	if n.app != nil && n.clustered() {
+		n.goRun("stream view", func() error {
+			return ignoreCancel(runCtx, n.view.Follow(runCtx, n.bus, "streams:"+cfg.NodeID, n.log))
+		})
+	}
+	if cfg.Demo && n.ingest != nil {
 		n.goRun("demo", func() error {
-			err := demo.Run(runCtx, n.URL()+"/whip/"+DemoStream, n.secrets.PublishKey, n.log)
-			if runCtx.Err() != nil {
-				return nil
-			}
-			return err
+			return ignoreCancel(runCtx, demo.Run(runCtx, n.URL()+"/whip/"+DemoStream, n.secrets.PublishKey, n.log))
 		})
 	}
 	return n, nil
 }
 
-func withDefaults(cfg Config) Config {
+func ignoreCancel(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func withDefaults(cfg Config) (Config, error) {
+	if len(cfg.Roles) == 0 {
+		cfg.Roles = AllRoles
+	}
+	for _, r := range cfg.Roles {
+		if !slices.Contains(AllRoles, r) {
+			return cfg, fmt.Errorf("unknown role %q", r)
+		}
+	}
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = ":8080"
 	}
@@ -148,87 +198,191 @@ func withDefaults(cfg Config) Config {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	return cfg
+	if cfg.RedisAddr == "" && len(cfg.Roles) != len(AllRoles) {
+		return cfg, errors.New("a node with only some roles needs Redis (--redis) to reach the others")
+	}
+	if cfg.ClusterBind != "" && cfg.RedisAddr == "" {
+		return cfg, errors.New("cluster gossip needs Redis (--redis) for the bus")
+	}
+	return cfg, nil
 }
 
-func (n *Node) build(reg prometheus.Registerer) error {
+func (n *Node) has(r cluster.Role) bool { return slices.Contains(n.cfg.Roles, r) }
+
+// clustered reports whether the tiers talk over Redis rather than in-process.
+func (n *Node) clustered() bool { return n.cfg.RedisAddr != "" }
+
+func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 	cfg := n.cfg
 	var err error
-	n.rtc, err = rtc.Listen(rtc.Config{
-		ICEAddr:    cfg.ICEAddr,
-		PublicIPs:  cfg.PublicIPs,
-		ICEServers: cfg.ICEServers,
-		Logger:     n.log,
-	})
-	if err != nil {
-		return fmt.Errorf("ice: %w", err)
+	if n.clustered() {
+		rb, err := bus.NewRedis(bus.RedisOptions{Addr: cfg.RedisAddr, Origin: cfg.NodeID + "-" + randomToken(6), Logger: n.log, Metrics: reg})
+		if err != nil {
+			return fmt.Errorf("redis bus: %w", err)
+		}
+		n.bus = rb
+		if n.secrets, err = loadSharedSecrets(ctx, cfg.RedisAddr, n.log); err != nil {
+			return err
+		}
+	} else {
+		n.bus = bus.NewMemory()
+		if n.secrets, err = loadSecrets(cfg.DataDir); err != nil {
+			return err
+		}
 	}
-	n.registry = media.NewRegistry(cfg.NodeID)
-	n.ingest, err = ingest.New(ingest.Config{
-		Node:      cfg.NodeID,
-		Registry:  n.registry,
-		RTC:       n.rtc,
-		Keys:      ingest.MasterKey(n.secrets.PublishKey),
-		PublicURL: cfg.PublicURL,
-		Logger:    n.log,
-		Metrics:   reg,
-	})
-	if err != nil {
-		return fmt.Errorf("ingest: %w", err)
+	n.secrets.override(cfg.PublishKey, cfg.OperatorKey, cfg.IdentitySecret)
+
+	if n.has(RoleIngest) || n.has(RoleEdge) {
+		n.rtc, err = rtc.Listen(rtc.Config{ICEAddr: cfg.ICEAddr, PublicIPs: cfg.PublicIPs, ICEServers: cfg.ICEServers, Logger: n.log})
+		if err != nil {
+			return fmt.Errorf("ice: %w", err)
+		}
+		n.registry = media.NewRegistry(cfg.NodeID)
 	}
-	n.edge, err = edge.New(edge.Config{
-		ID:        cfg.NodeID,
-		Registry:  n.registry,
-		RTC:       n.rtc,
-		PublicURL: cfg.PublicURL,
-		Logger:    n.log,
-		Metrics:   reg,
-	})
-	if err != nil {
-		return fmt.Errorf("edge: %w", err)
+	if n.has(RoleIngest) {
+		n.ingest, err = ingest.New(ingest.Config{
+			Node: cfg.NodeID, Registry: n.registry, RTC: n.rtc, Keys: ingest.MasterKey(n.secrets.PublishKey),
+			PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
+		})
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
 	}
-	b := bus.NewMemory()
-	n.conn, err = connection.New(connection.Config{
-		ID:             cfg.NodeID,
-		Bus:            b,
-		Identity:       identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
-		AllowedOrigins: cfg.AllowedOrigins,
-		PublicURL:      cfg.PublicURL,
-		Logger:         n.log,
-		Metrics:        reg,
-	})
-	if err != nil {
-		return fmt.Errorf("connection: %w", err)
+	if n.has(RoleEdge) {
+		n.edge, err = edge.New(edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg})
+		if err != nil {
+			return fmt.Errorf("edge: %w", err)
+		}
 	}
-	n.app, err = application.New(application.Config{
-		Bus:         b,
-		Edges:       application.StaticEdge{ID: cfg.NodeID, BaseURL: cfg.PublicURL},
-		OperatorKey: n.secrets.OperatorKey,
-		Logger:      n.log,
-		Metrics:     reg,
-	})
-	if err != nil {
-		return fmt.Errorf("application: %w", err)
+	if cfg.ClusterBind != "" {
+		if err := n.joinCluster(reg); err != nil {
+			return err
+		}
 	}
-	n.registry.Subscribe(n.app.StreamEvent)
+	if n.has(RoleConnection) {
+		n.conn, err = connection.New(connection.Config{
+			ID: cfg.NodeID, Bus: n.bus, Identity: identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
+			AllowedOrigins: cfg.AllowedOrigins, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
+		})
+		if err != nil {
+			return fmt.Errorf("connection: %w", err)
+		}
+	}
+	if n.has(RoleApplication) {
+		var edges application.EdgeDirectory = application.StaticEdge{ID: cfg.NodeID, BaseURL: cfg.PublicURL}
+		if n.cluster != nil {
+			edges = &clusterEdges{cluster: n.cluster, view: func() *streamsync.View { return n.view }}
+		}
+		n.app, err = application.New(application.Config{
+			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Logger: n.log, Metrics: reg,
+		})
+		if err != nil {
+			return fmt.Errorf("application: %w", err)
+		}
+		n.view = streamsync.NewView(n.app.StreamEvent)
+		if !n.clustered() {
+			n.registry.Subscribe(n.view.Local(cfg.NodeID))
+		}
+	}
 	return nil
+}
+
+func (n *Node) joinCluster(reg prometheus.Registerer) error {
+	cfg := n.cfg
+	host, portStr, err := net.SplitHostPort(cfg.ClusterBind)
+	if err != nil {
+		return fmt.Errorf("--cluster-bind %q: %w", cfg.ClusterBind, err)
+	}
+	var port int
+	if _, err := fmt.Sscan(portStr, &port); err != nil {
+		return fmt.Errorf("--cluster-bind %q: bad port", cfg.ClusterBind)
+	}
+	base := n.PublicBase()
+	meta := cluster.Meta{ID: cfg.NodeID, Roles: cfg.Roles, URL: base, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon}
+	if n.has(RoleConnection) {
+		meta.WS = wsURL(base)
+	}
+	n.cluster, err = cluster.Join(cluster.Config{
+		Meta: meta, BindAddr: host, BindPort: port, Advertise: cfg.ClusterAdvertise, Seeds: cfg.ClusterSeeds,
+		LoadFunc: n.load, Logger: n.log, Metrics: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
+}
+
+// load is what the node announces about how busy it is.
+func (n *Node) load() cluster.Load {
+	l := cluster.Load{Capacity: n.cfg.Capacity, CPU: n.cpu.Sample()}
+	if n.conn != nil {
+		l.Links = n.conn.Links()
+	}
+	if n.edge != nil {
+		l.Viewers = n.edge.Viewers()
+	}
+	return l
+}
+
+func wsURL(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	default:
+		u.Scheme = "ws"
+	}
+	u.Path = strings.TrimRight(u.Path, "/") + "/ws"
+	return u.String()
 }
 
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/whip/", n.ingest.Handler())
-	mux.Handle("/whep/", n.edge.Handler())
-	mux.Handle("/ws", n.conn.Handler())
-	mux.Handle("/connect", n.conn.ConnectHandler())
-	n.app.Routes(mux)
+	if n.ingest != nil {
+		mux.Handle("/whip/", n.ingest.Handler())
+	}
+	if n.edge != nil {
+		mux.Handle("/whep/", n.edge.Handler())
+	}
+	if n.conn != nil {
+		mux.Handle("/ws", n.conn.Handler())
+	}
+	switch {
+	case n.cluster != nil:
+		mux.Handle("/connect", n.cluster.ConnectHandler())
+	case n.conn != nil:
+		mux.Handle("/connect", n.conn.ConnectHandler())
+	}
+	if n.app != nil {
+		n.app.Routes(mux)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"ok","node":%q,"links":%d,"viewers":%d,"streams":%d}`+"\n",
-			n.cfg.NodeID, n.conn.Links(), n.edge.Viewers(), len(n.registry.List()))
-	})
+	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.Handle("/", player.Handler())
 	return mux
+}
+
+func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	links, viewers, streams := 0, 0, 0
+	if n.conn != nil {
+		links = n.conn.Links()
+	}
+	if n.edge != nil {
+		viewers = n.edge.Viewers()
+	}
+	if n.registry != nil {
+		streams = len(n.registry.List())
+	}
+	roles := make([]string, len(n.cfg.Roles))
+	for i, r := range n.cfg.Roles {
+		roles[i] = `"` + string(r) + `"`
+	}
+	fmt.Fprintf(w, `{"status":"ok","node":%q,"roles":[%s],"links":%d,"viewers":%d,"streams":%d}`+"\n",
+		n.cfg.NodeID, strings.Join(roles, ","), links, viewers, streams)
 }
 
 func (n *Node) goRun(name string, fn func() error) {
@@ -255,7 +409,8 @@ func (n *Node) URL() string {
 	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
 }
 
-// PublicBase is the base URL to print for people: the public URL when set.
+// PublicBase is the base URL people and other nodes use: the public URL
+// when set, else the listener's address.
 func (n *Node) PublicBase() string {
 	if n.cfg.PublicURL != "" {
 		return n.cfg.PublicURL
@@ -267,40 +422,71 @@ func (n *Node) PublicBase() string {
 	return n.URL()
 }
 
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
 // PublishKey is the development publish key accepted for every stream.
 func (n *Node) PublishKey() string { return n.secrets.PublishKey }
 
 // OperatorKey is the operator API key.
 func (n *Node) OperatorKey() string { return n.secrets.OperatorKey }
 
-// ICEAddr is the bound ICE UDP address.
-func (n *Node) ICEAddr() *net.UDPAddr { return n.rtc.Addr() }
+// ICEAddr is the bound ICE UDP address, nil on a node without media roles.
+func (n *Node) ICEAddr() *net.UDPAddr {
+	if n.rtc == nil {
+		return nil
+	}
+	return n.rtc.Addr()
+}
 
-// Registry is the node's stream registry.
+// GossipAddr is the bound memberlist address, "" without a cluster.
+func (n *Node) GossipAddr() string {
+	if n.cluster == nil {
+		return ""
+	}
+	return n.cluster.Addr()
+}
+
+// Registry is the node's stream registry, nil on a node without media roles.
 func (n *Node) Registry() *media.Registry { return n.registry }
+
+// Roles are the roles the node plays.
+func (n *Node) Roles() []cluster.Role { return n.cfg.Roles }
 
 // Err reports the first component failure.
 func (n *Node) Err() <-chan error { return n.errc }
 
-// Shutdown stops the node: control links are told to go away, media sessions
-// end, listeners close. It waits for every component goroutine.
+// Shutdown stops the node gracefully: it leaves the cluster first so no new
+// links are sent here, drains its control links, ends media sessions, and
+// waits for every component goroutine.
 func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.once.Do(func() { err = n.stop(ctx) })
+	return err
+}
+
+func (n *Node) stop(ctx context.Context) error {
 	var errs []error
-	n.once.Do(func() {
+	if n.cluster != nil {
+		if err := n.cluster.Leave(2 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("cluster leave: %w", err))
+		}
+	}
+	if n.conn != nil {
 		if err := n.conn.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("connection: %w", err))
 		}
+	}
+	if n.cancel != nil {
 		n.cancel()
+	}
+	if n.http != nil {
 		if err := n.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http: %w", err))
 		}
-		n.closeTiers()
-		n.wg.Wait()
-	})
-	return errors.Join(errs...)
-}
-
-func (n *Node) closeTiers() {
+	} else if n.listener != nil {
+		n.listener.Close()
+	}
 	if n.ingest != nil {
 		n.ingest.Close()
 	}
@@ -310,4 +496,12 @@ func (n *Node) closeTiers() {
 	if n.rtc != nil {
 		n.rtc.Close()
 	}
+	n.wg.Wait()
+	if n.bus != nil {
+		n.bus.Close()
+	}
+	if n.cluster != nil {
+		n.cluster.Close()
+	}
+	return errors.Join(errs...)
 }

@@ -62,6 +62,18 @@ func loadSecrets(dataDir string) (secrets, error) {
 	return s, nil
 }
 
+// override replaces secrets with the ones configured explicitly.
+func (s *secrets) override(publishKey, operatorKey, identitySecret string) {
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{{&s.PublishKey, publishKey}, {&s.OperatorKey, operatorKey}, {&s.IdentitySecret, identitySecret}} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+}
+
 func randomToken(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {

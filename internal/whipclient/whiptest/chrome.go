@@ -14,6 +14,7 @@ func Chrome(t testing.TB) context.Context {
 	t.Helper()
 	return browsertest.Launch(t).Context()
 }
+
 // PlayerPage is a minimal WHEP player and WHIP publisher in browser
 // JavaScript, the way a web page would do it (no library).
 const PlayerPage = `<!doctype html><html><body><script>
