@@ -54,6 +54,11 @@ func main() {
 	case "edge":
 		fmt.Fprintln(os.Stderr, "backchannel: a standalone edge needs origin→edge relay, which is not built yet; run `backchannel ingest` (it serves WHEP for its own streams)")
 		os.Exit(2)
+	case "votebench":
+		if err := runVoteBench(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "backchannel votebench:", err)
+			os.Exit(1)
+		}
 	case "version", "--version", "-version":
 		fmt.Println("backchannel", version)
 	case "help", "-h", "--help":
