@@ -28,15 +28,15 @@ const (
 type pollState struct {
 	poll     polls.Poll
 	tally    *polls.Tally
-	audience polls.Pacer // results to the audience
-	final    bool        // final results sent
+	pushed   uint64    // tally version last pushed to the audience
+	pushedAt time.Time // when
+	final    bool      // final results sent
 	timer    *time.Timer
 	changed  chan struct{} // closed and replaced when the counts or state change
 }
 
 func (s *Server) newPollState(p polls.Poll) *pollState {
-	return &pollState{poll: p, tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{}),
-		audience: polls.Pacer{Interval: s.cfg.AudienceInterval}}
+	return &pollState{poll: p, tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{})}
 }
 
 // notify wakes live-results watchers. Callers hold Server.mu.
@@ -164,7 +164,7 @@ func (s *Server) committer(ctx context.Context) {
 }
 
 // encodeAck builds the mirror message {"op":"send","link":sid,
-// "payload":{"t":"ack","id":id}} without reflection: acks are the hottest
+// "payload":{"t":"ack","id":id},"critical":true} without reflection: acks are the hottest
 // downward message.
 func encodeAck(sid, id string) []byte {
 	b := make([]byte, 0, 64+len(sid)+len(id))
@@ -172,7 +172,9 @@ func encodeAck(sid, id string) []byte {
 	b = appendJSONString(b, sid)
 	b = append(b, `,"payload":{"t":"ack","id":`...)
 	b = appendJSONString(b, id)
-	return append(b, "}}"...)
+	// Critical: a lost ack makes the player resend after its next
+	// reconnect, which is harmless but slow to converge.
+	return append(b, `},"critical":true}`...)
 }
 
 func appendJSONString(b []byte, s string) []byte {
@@ -198,12 +200,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// pacer pushes results to each open poll's audience at most once per
-// AudienceInterval, when they changed: one message encoded once, one
-// publish per connection server.
+// pacer pushes results to poll audiences. A group's members get at most
+// one results message per AudienceInterval, whatever the number of polls
+// aimed at them: with several changed polls, the one whose audience has
+// waited longest goes next. Each message is encoded once and published
+// once per connection server.
 func (s *Server) pacer(ctx context.Context) {
-	tick := time.NewTicker(min(s.cfg.AudienceInterval/2, 100*time.Millisecond))
+	tick := time.NewTicker(min(s.cfg.AudienceInterval/4, 50*time.Millisecond))
 	defer tick.Stop()
+	lastPush := map[string]time.Time{} // group → last results push
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,15 +220,29 @@ func (s *Server) pacer(ctx context.Context) {
 			group string
 			msg   control.Results
 		}
-		var pushes []push
+		next := map[string]*pollState{}
 		s.mu.Lock()
 		for _, ps := range s.polls {
-			if ps.poll.State != polls.StateOpen {
+			if ps.poll.State != polls.StateOpen || now.Sub(lastPush[ps.poll.Group]) < s.cfg.AudienceInterval {
 				continue
 			}
+			if _, _, version := ps.tally.Counts(); version == ps.pushed {
+				continue
+			}
+			if cur := next[ps.poll.Group]; cur == nil || ps.pushedAt.Before(cur.pushedAt) {
+				next[ps.poll.Group] = ps
+			}
+		}
+		var pushes []push
+		for g, ps := range next {
 			counts, total, version := ps.tally.Counts()
-			if ps.audience.Due(now, version) {
-				pushes = append(pushes, push{ps.poll.Group, control.Results{Poll: ps.poll.ID, Counts: counts, Total: total}})
+			ps.pushed, ps.pushedAt = version, now
+			lastPush[g] = now
+			pushes = append(pushes, push{g, control.Results{Poll: ps.poll.ID, Counts: counts, Total: total}})
+		}
+		for g, at := range lastPush {
+			if now.Sub(at) > time.Minute {
+				delete(lastPush, g)
 			}
 		}
 		s.mu.Unlock()

@@ -38,7 +38,7 @@ type Config struct {
 	QoEWindow  time.Duration // telemetry aggregation window (10 s)
 	QoEWindows int           // windows kept per group (6)
 
-	AudienceInterval time.Duration // least time between two results pushes to a poll's audience (500 ms)
+	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
 }
 
@@ -130,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 		resync:   make(map[string]time.Time),
 		now:      time.Now,
 		store:    cfg.Store,
-		commits:  make(chan *commit, 64),
+		commits:  make(chan *commit, 1024),
 	}
 	if s.store == nil {
 		s.store, _ = store.OpenFile("", cfg.Logger)

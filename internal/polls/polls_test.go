@@ -121,31 +121,3 @@ func TestTallyOneVotePerUser(t *testing.T) {
 		t.Fatal(n)
 	}
 }
-
-func TestPacer(t *testing.T) {
-	p := Pacer{Interval: 500 * time.Millisecond}
-	t0 := time.Unix(0, 0)
-	if p.Due(t0, 0) {
-		t.Fatal("nothing to push yet")
-	}
-	if !p.Due(t0, 1) {
-		t.Fatal("first change is pushed at once")
-	}
-	pushed := 1
-	// 99 changes over the next second, 10 ms apart: one more push.
-	for i := 1; i <= 99; i++ {
-		if p.Due(t0.Add(time.Duration(i)*10*time.Millisecond), uint64(1+i)) {
-			pushed++
-		}
-	}
-	if pushed != 2 {
-		t.Fatalf("%d pushes in 990 ms, want 2", pushed)
-	}
-	// The last change is still pending and goes out once the interval passed.
-	if w := p.Wait(t0.Add(990 * time.Millisecond)); w != 10*time.Millisecond {
-		t.Fatalf("wait %v", w)
-	}
-	if !p.Due(t0.Add(1000*time.Millisecond), 100) || p.Due(t0.Add(3*time.Second), 100) {
-		t.Fatal("pending version")
-	}
-}

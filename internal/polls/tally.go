@@ -3,7 +3,6 @@ package polls
 import (
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/backchannel/backchannel/groups"
 )
@@ -189,37 +188,4 @@ func (t *Tally) Each(fn func(user string, choice int, attrs groups.Attrs)) {
 	for _, r := range recs {
 		fn(r.user, r.choice, r.attrs)
 	}
-}
-
-// Pacer limits how often a changing value is pushed: at most once per
-// interval, and only when its version moved since the last push. The
-// audience gets poll results through one (2 updates/s), the broadcaster's
-// live view through another (10 updates/s).
-type Pacer struct {
-	Interval time.Duration
-	last     time.Time
-	sent     uint64
-	pending  bool // a version was seen that has not been pushed
-}
-
-// Due reports whether version should be pushed at now; if so it records
-// the push.
-func (p *Pacer) Due(now time.Time, version uint64) bool {
-	if version == p.sent && !p.pending {
-		return false
-	}
-	if !p.last.IsZero() && now.Sub(p.last) < p.Interval {
-		p.pending = version != p.sent
-		return false
-	}
-	p.last, p.sent, p.pending = now, version, false
-	return true
-}
-
-// Wait returns how long until a pending version may be pushed (0: now).
-func (p *Pacer) Wait(now time.Time) time.Duration {
-	if p.last.IsZero() {
-		return 0
-	}
-	return max(0, p.Interval-now.Sub(p.last))
 }
