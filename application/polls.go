@@ -370,10 +370,7 @@ func (s *Server) savePoll(ctx context.Context, p polls.Poll) error {
 // server knows.
 func (s *Server) toAllConns(ctx context.Context, data []byte) {
 	s.mu.Lock()
-	conns := make([]string, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	conns := s.connsLocked()
 	s.mu.Unlock()
 	for _, c := range conns {
 		if err := s.cfg.Bus.Publish(ctx, bus.Downward(c), data); err != nil {
@@ -548,7 +545,7 @@ func (s *Server) repush(ctx context.Context) {
 	var out outbox
 	defs := s.index.CustomGroups()
 	s.mu.Lock()
-	for c := range s.conns {
+	for _, c := range s.connsLocked() {
 		for _, g := range defs {
 			out.add(c, groups.DefineGroup(g))
 		}

@@ -52,7 +52,8 @@ type Server struct {
 	mu       sync.Mutex
 	profiles map[string]*profile // by sid
 	index    *groups.Index[string]
-	conns    map[string]int // connection server id → open links
+	conns    map[string]int       // connection server id → open links
+	seen     map[string]time.Time // connection server id → last upward message from it
 	live     map[string]media.StreamInfo
 	offsets  map[string]uint64 // group id → offset of its last group message
 	qoe      map[string]*qoeSeries
@@ -122,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		profiles: make(map[string]*profile),
 		index:    groups.NewIndex[string](),
 		conns:    make(map[string]int),
+		seen:     make(map[string]time.Time),
 		live:     make(map[string]media.StreamInfo),
 		offsets:  make(map[string]uint64),
 		qoe:      make(map[string]*qoeSeries),
@@ -210,11 +212,19 @@ func (s *Server) send(ctx context.Context, o *outbox) error {
 func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	var out outbox
 	c := &commit{}
+	now := s.now()
+	var lastConn string
 	for _, bm := range batch {
 		m, err := groups.DecodeMirror(bm.Data)
 		if err != nil {
 			s.log.Warn("skipping a bad upward message", "id", bm.ID, "err", err)
 			continue
+		}
+		if m.Conn != lastConn {
+			lastConn = m.Conn
+			s.mu.Lock()
+			s.seen[m.Conn] = now
+			s.mu.Unlock()
 		}
 		switch m.Op {
 		case groups.OpLinkOpened:
@@ -432,13 +442,30 @@ func (s *Server) groupMessage(group string, m control.ServerMessage, critical bo
 	s.mu.Lock()
 	s.offsets[group]++
 	payload := control.EncodeGroup(m, group, s.offsets[group], s.epoch)
-	conns := make([]string, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	conns := s.connsLocked()
 	s.mu.Unlock()
 	slices.Sort(conns)
 	return groups.SendGroup(group, payload, critical).Encode(), conns
+}
+
+// connsLocked lists the connection servers to send group messages to:
+// those with links this server knows, and those heard from in the last
+// ten minutes (after a restart, links are relearned only as they speak).
+// Callers hold s.mu.
+func (s *Server) connsLocked() []string {
+	conns := make([]string, 0, len(s.conns)+len(s.seen))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	cutoff := s.now().Add(-10 * time.Minute)
+	for c, at := range s.seen {
+		if at.Before(cutoff) {
+			delete(s.seen, c)
+		} else if s.conns[c] == 0 {
+			conns = append(conns, c)
+		}
+	}
+	return conns
 }
 
 // unknownLink handles a client message from a link this server has no
