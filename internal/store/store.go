@@ -33,6 +33,7 @@ type Store interface {
 	List(ctx context.Context, kind string) (map[string][]byte, error)
 	// SaveVotes records votes, each replacing the user's earlier vote in
 	// the same poll. Callers batch: one call is one fsync or one pipeline.
+	// The store may keep the Attrs maps: callers must not modify them.
 	SaveVotes(ctx context.Context, votes []Vote) error
 	// Votes calls fn for every vote of a poll, in no particular order.
 	Votes(ctx context.Context, poll string, fn func(Vote)) error

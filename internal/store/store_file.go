@@ -11,7 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
+
+	"github.com/backchannel/backchannel/groups"
 )
 
 // File keeps state in memory and in an append-only log, state.log, in its
@@ -323,21 +327,77 @@ func (s *File) SaveVotes(ctx context.Context, votes []Vote) error {
 	if len(votes) == 0 {
 		return nil
 	}
-	var b []byte
+	b := make([]byte, 0, len(votes)*256)
 	for i := range votes {
-		b = append(b, encodeRecord(record{Op: "vote", Vote: &votes[i]})...)
+		b = appendVoteRecord(b, &votes[i])
 	}
 	if err := s.write(ctx, b); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	for i := range votes {
-		v := votes[i]
-		v.Attrs = v.Attrs.Clone()
-		s.apply(record{Op: "vote", Vote: &v})
+		s.apply(record{Op: "vote", Vote: &votes[i]})
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// appendVoteRecord encodes a vote record as encodeRecord would, without
+// reflection (votes are the bulk of the log): attributes in a fixed order,
+// the built-in ones first.
+func appendVoteRecord(b []byte, v *Vote) []byte {
+	b = append(b, `{"op":"vote","v":{"p":`...)
+	b = appendJSONString(b, v.Poll)
+	b = append(b, `,"u":`...)
+	b = appendJSONString(b, v.User)
+	b = append(b, `,"c":`...)
+	b = strconv.AppendInt(b, int64(v.Choice), 10)
+	if len(v.Attrs) > 0 {
+		b = append(b, `,"a":{`...)
+		first := true
+		add := func(k, val string) {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, val)
+		}
+		n := 0
+		for _, k := range groups.KnownAttrs {
+			if val, ok := v.Attrs[k]; ok {
+				add(k, val)
+				n++
+			}
+		}
+		if n < len(v.Attrs) {
+			var extra []string
+			for k := range v.Attrs {
+				if !slices.Contains(groups.KnownAttrs, k) {
+					extra = append(extra, k)
+				}
+			}
+			slices.Sort(extra)
+			for _, k := range extra {
+				add(k, v.Attrs[k])
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, "}}\n"...)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Votes implements Store.
