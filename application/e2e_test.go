@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -58,12 +59,16 @@ type cluster struct {
 	ws   map[string]*httptest.Server
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T, opts ...func(*application.Config)) *cluster {
 	t.Helper()
 	mem := bus.NewMemory()
 	cb := &countingBus{Bus: mem, counts: map[string]int{}}
 	ids := identity.NewIssuer([]byte("secret"))
-	app, err := application.New(application.Config{Bus: cb, Edges: application.StaticEdge{ID: "e1"}, OperatorKey: operatorKey})
+	cfg := application.Config{Bus: cb, Edges: application.StaticEdge{ID: "e1"}, OperatorKey: operatorKey}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	app, err := application.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +113,26 @@ type viewer struct {
 	frames chan []byte
 	sid    string
 	uid    string
+	token  string
 }
 
 func (c *cluster) viewer(conn string, hdr http.Header, token ...string) *viewer {
 	c.t.Helper()
+	return c.viewerFrom(conn, "", hdr, token...)
+}
+
+// viewerFrom dials from a given loopback source address (127.x.y.z), so
+// that GeoIP fixtures can place viewers in different countries.
+func (c *cluster) viewerFrom(conn, localIP string, hdr http.Header, token ...string) *viewer {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.ws[conn].URL, "http")+"/ws", &websocket.DialOptions{HTTPHeader: hdr})
+	opts := &websocket.DialOptions{HTTPHeader: hdr}
+	if localIP != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.ws[conn].URL, "http")+"/ws", opts)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -139,7 +157,7 @@ func (c *cluster) viewer(conn string, hdr http.Header, token ...string) *viewer 
 	if w["t"] != "welcome" {
 		c.t.Fatalf("welcome: %v", w)
 	}
-	v.sid, v.uid = w["sid"].(string), w["uid"].(string)
+	v.sid, v.uid, v.token = w["sid"].(string), w["uid"].(string), w["token"].(string)
 	return v
 }
 
@@ -423,15 +441,17 @@ func TestAPIErrors(t *testing.T) {
 			t.Errorf("%s with key %q: %d %v, want %d", tc.path, tc.key, got, body, tc.status)
 		}
 	}
-	req, _ := http.NewRequest("POST", c.api.URL+"/api/v1/groups", nil)
-	req.Header.Set("Authorization", "Bearer "+operatorKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 405 {
-		t.Fatalf("POST: %d", resp.StatusCode)
+	for method, want := range map[string]int{"PUT": 405, "POST": 400} {
+		req, _ := http.NewRequest(method, c.api.URL+"/api/v1/groups", nil)
+		req.Header.Set("Authorization", "Bearer "+operatorKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", method, resp.StatusCode, want)
+		}
 	}
 	v := c.viewer("c1", nil)
 	waitFor(t, "profile", func() bool { _, ok := c.app.Profile(v.sid); return ok })

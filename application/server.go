@@ -9,16 +9,19 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
-	"time"
-
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/backchannel/backchannel/groups"
+	"github.com/backchannel/backchannel/internal/apikeys"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/control"
+	"github.com/backchannel/backchannel/internal/geo"
 	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/store"
 )
 
 // Config configures an application server. Zero tuning fields take the
@@ -26,12 +29,17 @@ import (
 type Config struct {
 	Bus         bus.Bus
 	Edges       EdgeDirectory
-	OperatorKey string // Bearer key of /api/v1
+	OperatorKey string      // operator Bearer key of /api/v1; more keys are created through the API
+	Store       store.Store // durable state (polls, votes, groups, branding, keys); nil: in memory only
+	Geo         *geo.Locator
 	Logger      *slog.Logger
 	Metrics     prometheus.Registerer
 
 	QoEWindow  time.Duration // telemetry aggregation window (10 s)
 	QoEWindows int           // windows kept per group (6)
+
+	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
+	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
 }
 
 // Server is an application server.
@@ -44,11 +52,21 @@ type Server struct {
 	mu       sync.Mutex
 	profiles map[string]*profile // by sid
 	index    *groups.Index[string]
-	conns    map[string]int // connection server id → open links
+	conns    map[string]int       // connection server id → open links
+	seen     map[string]time.Time // connection server id → last upward message from it
 	live     map[string]media.StreamInfo
 	offsets  map[string]uint64 // group id → offset of its last group message
 	qoe      map[string]*qoeSeries
+	polls    map[string]*pollState
+	branding map[string]control.Branding // by stream
+	resync   map[string]time.Time        // unknown links asked to reconnect, by sid
 	now      func() time.Time
+
+	keys     *apikeys.Keyring
+	store    store.Store
+	ownStore bool
+	commits  chan *commit
+	wg       sync.WaitGroup // goroutines started by Run
 }
 
 // profile is the application tier's mirror of one link.
@@ -88,6 +106,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.QoEWindows <= 0 {
 		cfg.QoEWindows = 6
 	}
+	if cfg.AudienceInterval <= 0 {
+		cfg.AudienceInterval = 500 * time.Millisecond
+	}
+	if cfg.LiveInterval <= 0 {
+		cfg.LiveInterval = 100 * time.Millisecond
+	}
 	var e [5]byte
 	if _, err := rand.Read(e[:]); err != nil {
 		return nil, err
@@ -99,22 +123,56 @@ func New(cfg Config) (*Server, error) {
 		profiles: make(map[string]*profile),
 		index:    groups.NewIndex[string](),
 		conns:    make(map[string]int),
+		seen:     make(map[string]time.Time),
 		live:     make(map[string]media.StreamInfo),
 		offsets:  make(map[string]uint64),
 		qoe:      make(map[string]*qoeSeries),
+		polls:    make(map[string]*pollState),
+		branding: make(map[string]control.Branding),
+		resync:   make(map[string]time.Time),
 		now:      time.Now,
+		store:    cfg.Store,
+		commits:  make(chan *commit, 1024),
+	}
+	if s.store == nil {
+		s.store, _ = store.OpenFile("", cfg.Logger)
+		s.ownStore = true
 	}
 	m, err := newMetrics(cfg.Metrics, s)
 	if err != nil {
 		return nil, fmt.Errorf("application: registering metrics: %w", err)
 	}
 	s.metrics = m
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.keys, err = apikeys.Open(ctx, cfg.OperatorKey, s.store); err != nil {
+		return nil, fmt.Errorf("application: %w", err)
+	}
+	if err := s.load(ctx); err != nil {
+		return nil, fmt.Errorf("application: loading state: %w", err)
+	}
 	return s, nil
 }
 
-// Run consumes the upward topic until ctx ends.
+// Run consumes the upward topic, commits votes, paces results and closes
+// timed polls until ctx ends; then it stops everything it started.
 func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.committer(ctx) }()
+	go func() { defer s.wg.Done(); s.pacer(ctx) }()
+	if r, ok := s.cfg.Bus.(bus.Resetter); ok {
+		resets := r.Resets()
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.watchResets(ctx, resets) }()
+	}
 	err := s.cfg.Bus.Subscribe(ctx, bus.Upward, bus.ApplicationGroup, s.handleUp)
+	cancel()
+	s.wg.Wait()
+	s.stopTimers()
+	if s.ownStore {
+		s.store.Close()
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return nil
 	}
@@ -153,11 +211,20 @@ func (s *Server) send(ctx context.Context, o *outbox) error {
 
 func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	var out outbox
+	c := &commit{}
+	now := s.now()
+	var lastConn string
 	for _, bm := range batch {
 		m, err := groups.DecodeMirror(bm.Data)
 		if err != nil {
 			s.log.Warn("skipping a bad upward message", "id", bm.ID, "err", err)
 			continue
+		}
+		if m.Conn != lastConn {
+			lastConn = m.Conn
+			s.mu.Lock()
+			s.seen[m.Conn] = now
+			s.mu.Unlock()
 		}
 		switch m.Op {
 		case groups.OpLinkOpened:
@@ -165,7 +232,7 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 		case groups.OpLinkClosed:
 			s.linkClosed(m)
 		case groups.OpClientMessage:
-			s.clientMessage(ctx, m, &out)
+			s.clientMessage(ctx, m, &out, c)
 		default:
 			s.log.Warn("ignoring a downward message on the upward topic", "op", m.Op)
 		}
@@ -176,21 +243,47 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 		s.log.Warn("publishing downward failed", "err", err)
 		return err
 	}
+	if len(c.votes) > 0 {
+		// Acks go out once the committer has made the votes durable.
+		select {
+		case s.commits <- c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 
 func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
-	attrs := deriveAttrs(m.Facts)
+	attrs := deriveAttrs(s.cfg.Geo, m.Facts)
+	// A repeated open (a connection server re-announcing its links after a
+	// Redis reset) carries what this tier assigned earlier: keep it.
+	for k, v := range m.Attrs {
+		if k == groups.AttrStream || k == groups.AttrEdge || strings.HasPrefix(k, "x-") {
+			attrs[k] = v
+		}
+	}
 	all := attrs.Clone()
 	all[groups.AttrConn] = m.Conn
 	s.mu.Lock()
 	if old, ok := s.profiles[m.Link]; ok {
-		s.conns[old.conn]--
+		if s.conns[old.conn]--; s.conns[old.conn] <= 0 {
+			delete(s.conns, old.conn)
+		}
 	}
+	newConn := s.conns[m.Conn] == 0
 	s.profiles[m.Link] = &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
 	s.conns[m.Conn]++
+	delete(s.resync, m.Link)
 	s.index.Add(m.Link, all)
 	s.mu.Unlock()
+	if newConn {
+		// A connection server this server has not talked to (new, or
+		// this server restarted): give it every custom group first.
+		for _, g := range s.index.CustomGroups() {
+			out.add(m.Conn, groups.DefineGroup(g))
+		}
+	}
 	out.add(m.Conn, groups.SetAttrs(m.Link, attrs))
 }
 
@@ -208,12 +301,13 @@ func (s *Server) linkClosed(m groups.Mirror) {
 	}
 }
 
-func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox) {
+func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox, c *commit) {
 	s.mu.Lock()
 	p := s.profiles[m.Link]
 	s.mu.Unlock()
 	if p == nil {
-		return // closed meanwhile, or a duplicate from before a restart
+		s.unknownLink(m, out)
+		return
 	}
 	msg, err := control.DecodeClient(m.Payload)
 	if err != nil {
@@ -226,9 +320,7 @@ func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox
 	case msg.Telemetry != nil:
 		s.telemetry(p, msg.Telemetry)
 	case msg.Vote != nil:
-		// Polls arrive in a later issue; say so rather than pretend to count.
-		out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Error{
-			Code: control.ErrCodeUnknownPoll, Message: "no such poll", ID: msg.Vote.ID}), false))
+		s.vote(p, msg.Vote, out, c)
 	case msg.Resume != nil:
 		// Replay is not implemented: the client already got a fresh
 		// welcome and is sent current state again after watch.
@@ -267,8 +359,9 @@ func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outb
 	}
 	out.add(p.conn, groups.SetAttrs(p.sid, set))
 	out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Endpoint{
-		Stream: stream, WHEP: ep.WHEP, HLS: ep.HLS, Edge: ep.Edge}), true))
+		Stream: stream, WHEP: ep.WHEP, HLS: ep.HLS, Edge: ep.Edge, Audio: s.audioNote(stream)}), true))
 	out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.StreamStatus{Stream: stream, State: state}), true))
+	s.sendStreamState(p, stream, out)
 }
 
 func (s *Server) telemetry(p *profile, t *control.Telemetry) {
@@ -310,7 +403,6 @@ func (s *Server) StreamEvent(ev media.Event) {
 		s.log.Warn("ignoring an event for an invalid stream name", "stream", ev.Stream)
 		return
 	}
-	g := groups.AutoID(groups.AttrStream, ev.Stream)
 	state := control.StateOffline
 	s.mu.Lock()
 	if ev.Live {
@@ -319,24 +411,93 @@ func (s *Server) StreamEvent(ev media.Event) {
 	} else {
 		delete(s.live, ev.Stream)
 	}
-	s.offsets[g]++
-	payload := control.EncodeGroup(control.StreamStatus{Stream: ev.Stream, State: state}, g, s.offsets[g], s.epoch)
-	conns := make([]string, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.mu.Unlock()
-	data := groups.SendGroup(g, payload, true).Encode()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := s.PublishGroup(ctx, groups.AutoID(groups.AttrStream, ev.Stream), control.StreamStatus{Stream: ev.Stream, State: state}, true); err != nil {
+		s.log.Warn("pushing stream-status failed", "stream", ev.Stream, "err", err)
+	}
+}
+
+// PublishGroup sends one message to every member of a group: encoded once
+// with the group's next offset, published once to each connection server
+// that holds links. Critical messages are never dropped by a slow link's
+// queue.
+func (s *Server) PublishGroup(ctx context.Context, group string, m control.ServerMessage, critical bool) error {
+	data, conns := s.groupMessage(group, m, critical)
+	var errs []error
 	for _, c := range conns {
 		if err := s.cfg.Bus.Publish(ctx, bus.Downward(c), data); err != nil {
-			s.log.Warn("pushing stream-status failed", "conn", c, "stream", ev.Stream, "err", err)
+			errs = append(errs, fmt.Errorf("to %s: %w", c, err))
 			continue
 		}
 		s.metrics.sent.Inc()
 	}
+	return errors.Join(errs...)
 }
+
+// groupMessage encodes a group message and lists the connection servers
+// to send it to.
+func (s *Server) groupMessage(group string, m control.ServerMessage, critical bool) ([]byte, []string) {
+	s.mu.Lock()
+	s.offsets[group]++
+	payload := control.EncodeGroup(m, group, s.offsets[group], s.epoch)
+	conns := s.connsLocked()
+	s.mu.Unlock()
+	slices.Sort(conns)
+	return groups.SendGroup(group, payload, critical).Encode(), conns
+}
+
+// connsLocked lists the connection servers to send group messages to:
+// those with links this server knows, and those heard from in the last
+// ten minutes (after a restart, links are relearned only as they speak).
+// Callers hold s.mu.
+func (s *Server) connsLocked() []string {
+	conns := make([]string, 0, len(s.conns)+len(s.seen))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	cutoff := s.now().Add(-10 * time.Minute)
+	for c, at := range s.seen {
+		if at.Before(cutoff) {
+			delete(s.seen, c)
+		} else if s.conns[c] == 0 {
+			conns = append(conns, c)
+		}
+	}
+	return conns
+}
+
+// unknownLink handles a client message from a link this server has no
+// profile for: one that closed meanwhile, a redelivery from before a
+// restart, or a live link whose open this server never saw (it restarted,
+// or took over from another application server). The last kind is asked
+// to reconnect, once, so that its profile is announced again and its
+// player resends what was not acknowledged; for the others the close is a
+// no-op on the connection server.
+func (s *Server) unknownLink(m groups.Mirror, out *outbox) {
+	now := s.now()
+	s.mu.Lock()
+	if at, ok := s.resync[m.Link]; ok && now.Sub(at) < time.Minute {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.resync) > 100_000 {
+		for sid, at := range s.resync {
+			if now.Sub(at) >= time.Minute {
+				delete(s.resync, sid)
+			}
+		}
+	}
+	s.resync[m.Link] = now
+	s.mu.Unlock()
+	s.metrics.resyncs.Inc()
+	out.add(m.Conn, groups.CloseLink(m.Link, CloseResync, "application server lost this link's profile: reconnect"))
+}
+
+// CloseResync is the close code of a link the application tier asks to
+// reconnect because it lost the link's profile.
+const CloseResync = 4011
 
 // ProfileView is what the application tier knows about one link.
 type ProfileView struct {

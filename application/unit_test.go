@@ -31,8 +31,8 @@ func TestDeriveAttrs(t *testing.T) {
 		{"Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/604.1", "", "", "", "fr", "tablet", "ios", "safari", "fr"},
 		{"Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", "", "", "", "", "desktop", "linux", "firefox", "unknown"},
 		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36", `"Linux"`, "?0", "en", "", "desktop", "linux", "chrome", "en"},
-		{"Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 TV Safari/537.36", "", "", "", "", "tv", "linux", "samsung", "unknown"},
-		{"Googlebot/2.1 (+http://www.google.com/bot.html)", "", "", "", "", "bot", "other", "other", "unknown"},
+		{"Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 TV Safari/537.36", "", "", "", "", "tv", "tizen", "samsung", "unknown"},
+		{"Googlebot/2.1 (+http://www.google.com/bot.html)", "", "", "", "", "bot", "other", "googlebot", "unknown"},
 		{"", "", "", "", "", "unknown", "unknown", "unknown", "unknown"},
 	}
 	for _, c := range cases {
@@ -46,7 +46,7 @@ func TestDeriveAttrs(t *testing.T) {
 		if c.lang != "" {
 			f.Hello = []byte(`{"t":"hello","lang":"` + c.lang + `"}`)
 		}
-		a := deriveAttrs(f)
+		a := deriveAttrs(nil, f)
 		if a["device"] != c.device || a["os"] != c.os || a["browser"] != c.browser || a["lang"] != c.wantLang {
 			t.Errorf("%.50s: got %s/%s/%s/%s, want %s/%s/%s/%s", c.ua, a["device"], a["os"], a["browser"], a["lang"], c.device, c.os, c.browser, c.wantLang)
 		}

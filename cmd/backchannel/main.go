@@ -54,6 +54,11 @@ func main() {
 	case "edge":
 		fmt.Fprintln(os.Stderr, "backchannel: a standalone edge needs origin→edge relay, which is not built yet; run `backchannel ingest` (it serves WHEP for its own streams)")
 		os.Exit(2)
+	case "votebench":
+		if err := runVoteBench(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "backchannel votebench:", err)
+			os.Exit(1)
+		}
 	case "version", "--version", "-version":
 		fmt.Println("backchannel", version)
 	case "help", "-h", "--help":
@@ -97,6 +102,8 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		lat         = fs.Float64("lat", 0, "latitude this node announces (edge choice by distance)")
 		lon         = fs.Float64("lon", 0, "longitude this node announces")
 		capacity    = fs.Int("capacity", 0, "control links this node accepts (connection role; 0: 100000)")
+		geoCity     = fs.String("geoip-city", "", "GeoIP2/GeoLite2 City mmdb file (application role); without it geography is unknown")
+		geoASN      = fs.String("geoip-asn", "", "GeoIP2/GeoLite2 ASN mmdb file (application role)")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -144,6 +151,8 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		Lat:              *lat,
 		Lon:              *lon,
 		Capacity:         *capacity,
+		GeoIPCity:        *geoCity,
+		GeoIPASN:         *geoASN,
 	})
 	if err != nil {
 		return err

@@ -307,7 +307,7 @@ type Endpoint struct {
 	WHEP   string `json:"whep"`
 	HLS    string `json:"hls"`
 	Edge   string `json:"edge"`
-	Audio  bool   `json:"audio,omitempty"` // audio-only
+	Audio  string `json:"audio,omitempty"` // why the audio track is not playable over WebRTC, when it is not
 }
 
 // Stream states.

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -31,9 +32,11 @@ import (
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/cluster"
 	"github.com/backchannel/backchannel/internal/demo"
+	"github.com/backchannel/backchannel/internal/geo"
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/rtc"
+	"github.com/backchannel/backchannel/internal/store"
 	"github.com/backchannel/backchannel/internal/streamsync"
 	"github.com/backchannel/backchannel/player"
 )
@@ -66,6 +69,8 @@ type Config struct {
 	Demo           bool // publish the built-in demo clip as stream "demo" (ingest role)
 	NodeID         string
 	Logger         *slog.Logger
+	GeoIPCity      string // GeoIP2/GeoLite2 City mmdb; empty: geography unknown
+	GeoIPASN       string // GeoIP2/GeoLite2 ASN mmdb
 
 	// Cluster. Without RedisAddr every role must be in this process.
 	RedisAddr        string   // Redis for the bus and shared state
@@ -96,6 +101,8 @@ type Node struct {
 	edge     *edge.Server
 	conn     *connection.Server
 	app      *application.Server
+	appStore store.Store
+	geo      *geo.Locator
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -273,8 +280,21 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if n.cluster != nil {
 			edges = &clusterEdges{cluster: n.cluster, view: func() *streamsync.View { return n.view }}
 		}
+		if n.geo, err = geo.Open(cfg.GeoIPCity, cfg.GeoIPASN); err != nil {
+			return err
+		}
+		// Polls, votes, groups, branding and API keys: in Redis for a
+		// cluster, under the data directory otherwise.
+		if n.clustered() {
+			n.appStore, err = store.NewRedis(store.RedisOptions{Addr: cfg.RedisAddr})
+		} else {
+			n.appStore, err = store.OpenFile(filepath.Join(cfg.DataDir, "application"), n.log)
+		}
+		if err != nil {
+			return err
+		}
 		n.app, err = application.New(application.Config{
-			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Logger: n.log, Metrics: reg,
+			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Store: n.appStore, Geo: n.geo, Logger: n.log, Metrics: reg,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
@@ -497,6 +517,10 @@ func (n *Node) stop(ctx context.Context) error {
 		n.rtc.Close()
 	}
 	n.wg.Wait()
+	if n.appStore != nil {
+		n.appStore.Close()
+	}
+	n.geo.Close()
 	if n.bus != nil {
 		n.bus.Close()
 	}

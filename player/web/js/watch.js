@@ -4,6 +4,7 @@
 import { ControlLink } from "./control.js";
 import { playWHEP } from "./webrtc.js";
 import { Telemetry } from "./telemetry.js";
+import { Interactions } from "./interact.js";
 
 const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, "").replace(/\/$/, ""));
 const video = document.getElementById("video");
@@ -59,7 +60,10 @@ const telemetry = new Telemetry({
   },
 });
 
+const interactions = new Interactions({ link, stream, root: document });
+
 function handle(msg) {
+  if (interactions.handle(msg)) return;
   switch (msg.t) {
     case "endpoint":
     case "redirect": {
@@ -137,7 +141,7 @@ window.addEventListener("pagehide", () => {
 });
 
 // Exposed for debugging and for the browser tests.
-window.backchannel = { state, link, telemetry, video };
+window.backchannel = { state, link, telemetry, video, interactions };
 
 link.sendOnEveryConnect({ t: "watch", stream });
 link.start();

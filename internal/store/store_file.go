@@ -1,0 +1,443 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/backchannel/backchannel/groups"
+)
+
+// File keeps state in memory and in an append-only log, state.log, in its
+// directory. Writers hand records to one committer goroutine that writes
+// whatever has accumulated and fsyncs once for all of them (group commit);
+// each writer returns when its records are synced. At open the log is
+// replayed and, when most of it is superseded, rewritten compactly.
+//
+// With an empty directory File is purely in memory (tests, and nothing
+// else: the embedded deployment always has a data directory).
+type File struct {
+	path string
+	log  *slog.Logger
+
+	mu    sync.RWMutex
+	docs  map[string]map[string][]byte // kind → id → doc
+	votes map[string]map[string]Vote   // poll → user → vote
+
+	wmu     sync.Mutex
+	f       *os.File
+	pending []pendingWrite
+	wake    chan struct{}
+	done    chan struct{}
+	closed  bool
+	stopped chan struct{}
+}
+
+type pendingWrite struct {
+	data []byte
+	errc chan error
+}
+
+// record is one line of the log.
+type record struct {
+	Op   string          `json:"op"` // put, del, vote, dropvotes
+	Kind string          `json:"k,omitempty"`
+	ID   string          `json:"id,omitempty"`
+	Doc  json.RawMessage `json:"d,omitempty"`
+	Raw  []byte          `json:"r,omitempty"` // a document that is not JSON
+	Vote *Vote           `json:"v,omitempty"`
+}
+
+const logName = "state.log"
+
+// OpenFile opens (creating) the store in dir; "" keeps everything in memory.
+func OpenFile(dir string, logger *slog.Logger) (*File, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &File{
+		log:     logger.With("component", "store"),
+		docs:    make(map[string]map[string][]byte),
+		votes:   make(map[string]map[string]Vote),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	if dir == "" {
+		close(s.stopped)
+		return s, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.path = filepath.Join(dir, logName)
+	lines, err := s.replay()
+	if err != nil {
+		return nil, err
+	}
+	if live := s.liveRecords(); lines > 1024 && lines > 2*live {
+		if err := s.compact(); err != nil {
+			return nil, err
+		}
+	}
+	s.f, err = os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	go s.committer()
+	return s, nil
+}
+
+// replay applies the log to memory and returns how many records it held.
+// A torn last line (a crash mid-write) is dropped and truncated away.
+func (s *File) replay() (int, error) {
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<16)
+	var good int64
+	n := 0
+	for {
+		line, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			if len(line) > 0 {
+				s.log.Warn("dropping a torn record at the end of the log", "bytes", len(line))
+				if terr := f.Truncate(good); terr != nil {
+					return 0, fmt.Errorf("store: truncating a torn record: %w", terr)
+				}
+			}
+			return n, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store: reading %s: %w", s.path, err)
+		}
+		var rec record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return 0, fmt.Errorf("store: %s is corrupt at byte %d: %v", s.path, good, err)
+		}
+		s.apply(rec)
+		good += int64(len(line))
+		n++
+	}
+}
+
+func (s *File) apply(rec record) {
+	switch rec.Op {
+	case "put":
+		m := s.docs[rec.Kind]
+		if m == nil {
+			m = make(map[string][]byte)
+			s.docs[rec.Kind] = m
+		}
+		if rec.Raw != nil {
+			m[rec.ID] = rec.Raw
+		} else {
+			m[rec.ID] = []byte(rec.Doc)
+		}
+	case "del":
+		delete(s.docs[rec.Kind], rec.ID)
+	case "vote":
+		if v := rec.Vote; v != nil {
+			m := s.votes[v.Poll]
+			if m == nil {
+				m = make(map[string]Vote)
+				s.votes[v.Poll] = m
+			}
+			m[v.User] = *v
+		}
+	case "dropvotes":
+		delete(s.votes, rec.ID)
+	}
+}
+
+func (s *File) liveRecords() int {
+	n := 0
+	for _, m := range s.docs {
+		n += len(m)
+	}
+	for _, m := range s.votes {
+		n += len(m)
+	}
+	return n
+}
+
+// compact rewrites the log with only live records, atomically.
+func (s *File) compact() error {
+	tmp := s.path + ".compact"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 1<<16)
+	for kind, m := range s.docs {
+		for id, doc := range m {
+			w.Write(encodeRecord(putRecord(kind, id, doc)))
+		}
+	}
+	for _, m := range s.votes {
+		for _, v := range m {
+			w.Write(encodeRecord(record{Op: "vote", Vote: &v}))
+		}
+	}
+	err = errors.Join(w.Flush(), f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(tmp, s.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("store: compacting: %w", err)
+	}
+	return nil
+}
+
+func putRecord(kind, id string, doc []byte) record {
+	if json.Valid(doc) {
+		return record{Op: "put", Kind: kind, ID: id, Doc: compactJSON(doc)}
+	}
+	return record{Op: "put", Kind: kind, ID: id, Raw: doc}
+}
+
+func compactJSON(doc []byte) json.RawMessage {
+	var b bytes.Buffer
+	if json.Compact(&b, doc) != nil {
+		return doc
+	}
+	return b.Bytes()
+}
+
+func encodeRecord(r record) []byte {
+	b, _ := json.Marshal(r)
+	return append(b, '\n')
+}
+
+// write appends records to the log and waits for their fsync.
+func (s *File) write(ctx context.Context, data []byte) error {
+	errc := make(chan error, 1)
+	s.wmu.Lock()
+	if s.closed {
+		s.wmu.Unlock()
+		return ErrClosed
+	}
+	if s.path == "" {
+		s.wmu.Unlock()
+		return nil
+	}
+	s.pending = append(s.pending, pendingWrite{data: data, errc: errc})
+	s.wmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *File) committer() {
+	defer close(s.stopped)
+	var buf []byte
+	for {
+		select {
+		case <-s.wake:
+		case <-s.done:
+			s.flush(&buf) // what was accepted before Close
+			return
+		}
+		s.flush(&buf)
+	}
+}
+
+func (s *File) flush(buf *[]byte) {
+	s.wmu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.wmu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	b := (*buf)[:0]
+	for _, p := range batch {
+		b = append(b, p.data...)
+	}
+	*buf = b
+	_, err := s.f.Write(b)
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		err = fmt.Errorf("store: writing %s: %w", s.path, err)
+		s.log.Error("durable write failed", "err", err)
+	}
+	for _, p := range batch {
+		p.errc <- err
+	}
+}
+
+// Put implements Store.
+func (s *File) Put(ctx context.Context, kind, id string, doc []byte) error {
+	rec := putRecord(kind, id, doc)
+	if err := s.write(ctx, encodeRecord(rec)); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.apply(record{Op: "put", Kind: kind, ID: id, Raw: bytes.Clone(doc)})
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete implements Store.
+func (s *File) Delete(ctx context.Context, kind, id string) error {
+	if err := s.write(ctx, encodeRecord(record{Op: "del", Kind: kind, ID: id})); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.apply(record{Op: "del", Kind: kind, ID: id})
+	s.mu.Unlock()
+	return nil
+}
+
+// List implements Store.
+func (s *File) List(_ context.Context, kind string) (map[string][]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string][]byte, len(s.docs[kind]))
+	for id, d := range s.docs[kind] {
+		out[id] = bytes.Clone(d)
+	}
+	return out, nil
+}
+
+// SaveVotes implements Store.
+func (s *File) SaveVotes(ctx context.Context, votes []Vote) error {
+	if len(votes) == 0 {
+		return nil
+	}
+	b := make([]byte, 0, len(votes)*256)
+	for i := range votes {
+		b = appendVoteRecord(b, &votes[i])
+	}
+	if err := s.write(ctx, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for i := range votes {
+		s.apply(record{Op: "vote", Vote: &votes[i]})
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// appendVoteRecord encodes a vote record as encodeRecord would, without
+// reflection (votes are the bulk of the log): attributes in a fixed order,
+// the built-in ones first.
+func appendVoteRecord(b []byte, v *Vote) []byte {
+	b = append(b, `{"op":"vote","v":{"p":`...)
+	b = appendJSONString(b, v.Poll)
+	b = append(b, `,"u":`...)
+	b = appendJSONString(b, v.User)
+	b = append(b, `,"c":`...)
+	b = strconv.AppendInt(b, int64(v.Choice), 10)
+	if len(v.Attrs) > 0 {
+		b = append(b, `,"a":{`...)
+		first := true
+		add := func(k, val string) {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, val)
+		}
+		n := 0
+		for _, k := range groups.KnownAttrs {
+			if val, ok := v.Attrs[k]; ok {
+				add(k, val)
+				n++
+			}
+		}
+		if n < len(v.Attrs) {
+			var extra []string
+			for k := range v.Attrs {
+				if !slices.Contains(groups.KnownAttrs, k) {
+					extra = append(extra, k)
+				}
+			}
+			slices.Sort(extra)
+			for _, k := range extra {
+				add(k, v.Attrs[k])
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, "}}\n"...)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// Votes implements Store.
+func (s *File) Votes(_ context.Context, poll string, fn func(Vote)) error {
+	s.mu.RLock()
+	vs := make([]Vote, 0, len(s.votes[poll]))
+	for _, v := range s.votes[poll] {
+		vs = append(vs, v)
+	}
+	s.mu.RUnlock()
+	for _, v := range vs {
+		fn(v)
+	}
+	return nil
+}
+
+// DeleteVotes implements Store.
+func (s *File) DeleteVotes(ctx context.Context, poll string) error {
+	if err := s.write(ctx, encodeRecord(record{Op: "dropvotes", ID: poll})); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.votes, poll)
+	s.mu.Unlock()
+	return nil
+}
+
+// Close syncs what was accepted and closes the log.
+func (s *File) Close() error {
+	s.wmu.Lock()
+	if s.closed {
+		s.wmu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.wmu.Unlock()
+	if s.path == "" {
+		return nil
+	}
+	close(s.done)
+	<-s.stopped
+	return s.f.Close()
+}
