@@ -10,9 +10,15 @@ run: ## everything in one process, with the demo broadcast
 build:
 	$(GO) build -o bin/backchannel ./cmd/backchannel
 
+# Packages whose tests drive real browsers or clusters of processes: they
+# measure frame rates and timings, so they run one package at a time after
+# the rest, not beside CPU-heavy unit tests.
+SERIAL_PKGS := ./e2e ./player ./internal/demo ./ingest ./application
+
 test: test-deps ## every test: unit, fuzz seeds, end-to-end, browser
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -x -F $(foreach p,$(SERIAL_PKGS),-e github.com/backchannel/backchannel/$(p:./%=%)))
+	$(GO) test -count=1 -timeout 20m -p 1 $(SERIAL_PKGS)
 
 test-deps:
 	@scripts/test-deps.sh
