@@ -13,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/backchannel/backchannel/internal/keys"
 	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/problem"
 	"github.com/backchannel/backchannel/internal/rtc"
@@ -50,7 +51,16 @@ func (k MasterKey) CheckPublishKey(_, key string) bool {
 }
 
 // MasterKeyID names the master key in PublisherInfo.KeyID.
-const MasterKeyID = "master"
+const MasterKeyID = keys.MasterID
+
+// IdentifyDigest checks RTSP Digest credentials against the master key,
+// under any user name: match is given MD5(username:realm:key).
+func (k MasterKey) IdentifyDigest(_, username string, match func(ha1 string) bool) (string, bool) {
+	if k != "" && match(keys.DigestHA1(username, string(k))) {
+		return MasterKeyID, true
+	}
+	return "", false
+}
 
 // IdentifyPublishKey names the master key MasterKeyID.
 func (k MasterKey) IdentifyPublishKey(stream, key string) (string, bool) {
