@@ -196,7 +196,7 @@ func (c *Client) Options(ctx context.Context) error {
 }
 
 // Describe fetches the stream's session description.
-func (c *Client) Describe(ctx context.Context) ([]mediaDesc, error) {
+func (c *Client) Describe(ctx context.Context) ([]Media, error) {
 	resp, err := c.do(ctx, wire.MethodDescribe, c.base.String(), wire.Header{"Accept": {"application/sdp"}})
 	if err != nil {
 		return nil, err
@@ -231,7 +231,7 @@ func (c *Client) controlURL(control string) string {
 
 // SetupTCP sets up one media section to arrive interleaved on the given
 // channel pair (ch for RTP, ch+1 for RTCP).
-func (c *Client) SetupTCP(ctx context.Context, m mediaDesc, ch int) error {
+func (c *Client) SetupTCP(ctx context.Context, m Media, ch int) error {
 	tr := wire.Transport{Profile: "RTP/AVP", TCP: true, Interleaved: [2]int{ch, ch + 1}}
 	resp, err := c.do(ctx, wire.MethodSetup, c.controlURL(m.Control), wire.Header{"Transport": {tr.String()}})
 	if err != nil {

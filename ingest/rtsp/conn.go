@@ -48,7 +48,7 @@ type conn struct {
 // turns it into a session.
 type announcement struct {
 	stream      string
-	medias      []mediaDesc
+	medias      []Media
 	keyID, key  string
 	sessControl string
 }

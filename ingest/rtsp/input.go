@@ -16,7 +16,7 @@ import (
 // trackInput feeds one stream track from an RTSP source: a publishing
 // client or a server this node pulls from.
 type trackInput struct {
-	desc mediaDesc
+	desc Media
 
 	mu     sync.Mutex
 	writer *media.TrackWriter
@@ -27,7 +27,7 @@ type trackInput struct {
 	dropped        prometheus.Counter
 }
 
-func newTrackInput(d mediaDesc, m *metrics) *trackInput {
+func newTrackInput(d Media, m *metrics) *trackInput {
 	in := &trackInput{desc: d}
 	if m != nil {
 		in.packets = m.packetsIn.WithLabelValues(string(d.Kind))

@@ -402,6 +402,12 @@ func (pl *pull) run(ctx context.Context) {
 			return
 		}
 		if errors.Is(err, errIdle) {
+			// Lookups while it was live (a reader's DESCRIBE polls) left
+			// a wake-up behind; only new demand may start it again.
+			select {
+			case <-pl.demand:
+			default:
+			}
 			pl.log.Info("on-demand pull stopped: nobody watches")
 			pl.setState(PullIdle, "")
 			backoff = pl.p.cfg.MinBackoff

@@ -16,9 +16,9 @@ import (
 	"github.com/backchannel/backchannel/internal/media"
 )
 
-// mediaDesc is one media section of a session description, as RTSP uses
-// it: the codec of its (first) payload type and its control URL.
-type mediaDesc struct {
+// Media is one media section of a session description, as RTSP uses it:
+// the codec of its (first) payload type and its control URL.
+type Media struct {
 	Kind        media.Kind
 	Control     string // the a=control value, relative or absolute
 	PayloadType uint8
@@ -34,7 +34,7 @@ const (
 
 // parseSDP reads the media sections of an ANNOUNCE body or a DESCRIBE
 // answer. It never panics on malformed input.
-func parseSDP(body []byte) (sessionControl string, out []mediaDesc, err error) {
+func parseSDP(body []byte) (sessionControl string, out []Media, err error) {
 	var sd sdp.SessionDescription
 	if err := sd.Unmarshal(body); err != nil {
 		return "", nil, fmt.Errorf("unparsable SDP: %w", err)
@@ -47,7 +47,7 @@ func parseSDP(body []byte) (sessionControl string, out []mediaDesc, err error) {
 	}
 	sessionControl, _ = sd.Attribute("control")
 	for _, md := range sd.MediaDescriptions {
-		m := mediaDesc{}
+		m := Media{}
 		m.Control, _ = md.Attribute("control")
 		switch strings.ToLower(md.MediaName.Media) {
 		case "video":
