@@ -34,10 +34,10 @@ type node struct {
 }
 
 type nodeOptions struct {
-	keys   ingest.KeyChecker // default: the master key whiptest.Key
-	rtsp   rtsp.Config       // Registry, Keys, Addr, Metrics filled in
-	grace  time.Duration
-	addr   string
+	keys  ingest.KeyChecker // default: the master key whiptest.Key
+	rtsp  rtsp.Config       // Registry, Keys, Addr, Metrics filled in
+	grace time.Duration
+	addr  string
 }
 
 func startNode(t testing.TB, o nodeOptions) *node {

@@ -234,7 +234,7 @@ func buildSDP(base, stream, originHost string, tracks []*media.Track, started ti
 		Version: 0,
 		Origin: sdp.Origin{Username: "-", SessionID: uint64(started.UnixNano()) & (1<<62 - 1), SessionVersion: 1,
 			NetworkType: "IN", AddressType: "IP4", UnicastAddress: originHost},
-		SessionName:      sdp.SessionName(stream),
+		SessionName: sdp.SessionName(stream),
 		ConnectionInformation: &sdp.ConnectionInformation{NetworkType: "IN", AddressType: "IP4",
 			Address: &sdp.Address{Address: "0.0.0.0"}},
 		TimeDescriptions: []sdp.TimeDescription{{Timing: sdp.Timing{}}},

@@ -70,7 +70,7 @@ const (
 	writeTimeout   = 5 * time.Second
 	// describeWait is how long DESCRIBE waits for an on-demand stream to
 	// come on air.
-	describeWait = 8 * time.Second
+	describeWait  = 8 * time.Second
 	nonceLifetime = 10 * time.Minute
 )
 
