@@ -59,6 +59,7 @@ func runAll(args []string, out io.Writer) error {
 	var (
 		httpAddr   = fs.String("http", ":8080", "HTTP listen address for every route")
 		iceAddr    = fs.String("ice-udp", ":8189", "ICE UDP mux address; ICE-TCP listens on the same port")
+		rtspAddr   = fs.String("rtsp", ":8554", "RTSP listen address (publish with ANNOUNCE/RECORD, read with DESCRIBE/PLAY)")
 		publicIP   = fs.String("public-ip", "", "comma-separated public IPs announced as ICE candidates (1:1 NAT)")
 		publicURL  = fs.String("public-url", "", "base of every URL handed out (e.g. https://live.example.com); default relative URLs")
 		iceServers = fs.String("ice-servers", "", "comma-separated STUN/TURN URLs for clients, credentials as turn:user:pass@host:port")
@@ -95,6 +96,7 @@ func runAll(args []string, out io.Writer) error {
 	n, err := node.Start(ctx, node.Config{
 		HTTPAddr:       *httpAddr,
 		ICEAddr:        *iceAddr,
+		RTSPAddr:       *rtspAddr,
 		PublicIPs:      splitList(*publicIP),
 		PublicURL:      *publicURL,
 		ICEServers:     ice,
@@ -137,6 +139,7 @@ func printBanner(out io.Writer, n *node.Node, demo bool) {
 	fmt.Fprintf(out, "  Operator console: %s/ops\n", base)
 	fmt.Fprintf(out, "  WHIP ingest:      %s/whip/<stream>   (Authorization: Bearer <publish key>)\n", base)
 	fmt.Fprintf(out, "  WHEP playback:    %s/whep/<stream>\n", base)
+	fmt.Fprintf(out, "  RTSP:             %s/<stream>?key=<publish key>   (publish; read without ?key)\n", n.RTSPBase())
 	fmt.Fprintf(out, "  REST API:         %s/api/v1/        (Authorization: Bearer <operator key>)\n", base)
 	fmt.Fprintf(out, "  ICE (WebRTC):     udp+tcp %s\n\n", n.ICEAddr())
 	fmt.Fprintf(out, "  Publish key:      %s\n", n.PublishKey())

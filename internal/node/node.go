@@ -37,6 +37,7 @@ import (
 type Config struct {
 	HTTPAddr       string // default ":8080"
 	ICEAddr        string // ICE UDP mux, ICE-TCP on the same port; default ":8189"
+	RTSPAddr       string // RTSP; default ":8554" (port 0 on the HTTP host when HTTPAddr's port is 0, as in tests)
 	PublicIPs      []string
 	PublicURL      string // base of every URL handed out; default: relative URLs
 	ICEServers     []webrtc.ICEServer
@@ -60,6 +61,7 @@ type Node struct {
 	registry *media.Registry
 	ingest   *ingest.Server
 	edge     *edge.Server
+	rtsp     rtspTier
 	conn     *connection.Server
 	app      *application.Server
 	metrics  *prometheus.Registry
@@ -119,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	})
 	n.goRun("connection", func() error { return n.conn.Run(runCtx) })
 	n.goRun("application", func() error { return n.app.Run(runCtx) })
+	n.goRun("keys", func() error { return n.rtsp.keys.Watch(runCtx) })
 	if cfg.Demo {
 		n.goRun("demo", func() error {
 			err := demo.Run(runCtx, n.URL()+"/whip/"+DemoStream, n.secrets.PublishKey, n.log)
@@ -138,6 +141,7 @@ func withDefaults(cfg Config) Config {
 	if cfg.ICEAddr == "" {
 		cfg.ICEAddr = ":8189"
 	}
+	cfg.RTSPAddr = defaultRTSPAddr(cfg.RTSPAddr, cfg.HTTPAddr)
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data"
 	}
@@ -164,11 +168,14 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		return fmt.Errorf("ice: %w", err)
 	}
 	n.registry = media.NewRegistry(cfg.NodeID)
+	if err := n.openKeys(); err != nil {
+		return err
+	}
 	n.ingest, err = ingest.New(ingest.Config{
 		Node:      cfg.NodeID,
 		Registry:  n.registry,
 		RTC:       n.rtc,
-		Keys:      ingest.MasterKey(n.secrets.PublishKey),
+		Keys:      n.rtsp.keys,
 		PublicURL: cfg.PublicURL,
 		Logger:    n.log,
 		Metrics:   reg,
@@ -211,7 +218,7 @@ func (n *Node) build(reg prometheus.Registerer) error {
 		return fmt.Errorf("application: %w", err)
 	}
 	n.registry.Subscribe(n.app.StreamEvent)
-	return nil
+	return n.startRTSP(reg)
 }
 
 func (n *Node) routes() http.Handler {
@@ -221,6 +228,7 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("/ws", n.conn.Handler())
 	mux.Handle("/connect", n.conn.ConnectHandler())
 	n.app.Routes(mux)
+	n.app.StreamKeyRoutes(mux, n.rtsp.keys, pullAPI{n.rtsp.puller})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -301,6 +309,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) closeTiers() {
+	n.closeRTSP()
 	if n.ingest != nil {
 		n.ingest.Close()
 	}
