@@ -206,3 +206,29 @@ func lastProgress(out string) string {
 	}
 	return ""
 }
+
+// TestFFmpegH265Passthrough: H.265 from an RTSP publisher is registered
+// with its size, forwarded as it came (ffmpeg reads it back and decodes it)
+// and left out of WHEP answers (the viewer gets the Opus track).
+func TestFFmpegH265Passthrough(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{})
+	args := testSources(9, 48000)
+	args = append(args, "-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency", "-x265-params", "keyint=25:log-level=error",
+		"-c:a", "libopus", "-f", "rtsp", "-rtsp_transport", "tcp", n.rtspURL("hevc", "key="+whiptest.Key))
+	pub := startFFmpeg(t, args...)
+	info := n.waitLive(t, "hevc", 10*time.Second)
+	if v := info.Tracks[0]; v.Codec != media.MimeH265 || v.Width != 640 || v.Height != 360 {
+		t.Fatalf("H.265 track %+v", v)
+	}
+	viewer := playWHEP(t, n.WHEP("hevc"))
+	out := readWithFFmpeg(t, n.rtspURL("hevc", ""), "tcp")
+	t.Logf("ffmpeg read H.265 over tcp: %s", lastProgress(out))
+	_, _, opusN, _, firstVideo := viewer.snapshot()
+	if !firstVideo.IsZero() || opusN < 50 {
+		t.Fatalf("WHEP viewer of an H.265 stream: video %v, %d Opus packets", !firstVideo.IsZero(), opusN)
+	}
+	if err := pub.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, pub.stderr.String())
+	}
+}
