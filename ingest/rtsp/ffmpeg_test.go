@@ -159,13 +159,25 @@ func readWithFFmpeg(t *testing.T, url, transport string) string {
 	if err != nil {
 		t.Fatalf("ffmpeg reader failed: %v\n%s", err, out)
 	}
-	// -loglevel error: anything but the progress lines is a complaint.
+	// -loglevel error: anything but the progress lines is a complaint,
+	// except the null muxer's about timestamps: ffmpeg re-bases RTP time on
+	// each sender report, and a publisher whose reports jitter against its
+	// packets (a WebRTC sender on a loaded machine) can step a frame back.
+	// That is muxing, not decoding.
+	retimed := 0
 	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\r", "\n"), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "frame=") || strings.HasPrefix(line, "size=") || strings.HasPrefix(line, "video:") {
 			continue
 		}
+		if strings.HasPrefix(line, "[null @") && strings.Contains(line, "non monotonically increasing dts") {
+			retimed++
+			continue
+		}
 		t.Fatalf("ffmpeg reader complained: %q\n%s", line, out)
+	}
+	if retimed > 0 {
+		t.Logf("the null muxer saw %d non-increasing timestamps", retimed)
 	}
 	return string(out)
 }

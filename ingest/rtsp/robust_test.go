@@ -27,7 +27,8 @@ func TestGarbageDoesNotDisturbPublish(t *testing.T) {
 	n.waitLive(t, "x", 10*time.Second)
 	video := attachSink(t, n, "x", media.KindVideo)
 	audio := attachSink(t, n, "x", media.KindAudio)
-	attached := time.Now()
+	receivedBefore := counterValue(t, n.RTSPMetrics, "backchannel_rtsp_packets_received_total", "audio")
+	countBefore := audio.count()
 	waitFor(t, 5*time.Second, "media", func() bool { return video.count() > 20 && audio.count() > 20 })
 	// The same measure without attacks, for comparison.
 	video.resetGap()
@@ -122,7 +123,7 @@ func TestGarbageDoesNotDisturbPublish(t *testing.T) {
 	if err := pub.wait(t, 15*time.Second); err != nil {
 		t.Fatalf("the publish failed: %v\n%s", err, pub.stderr.String())
 	}
-	attachedFor := time.Since(attached)
+	received := counterValue(t, n.RTSPMetrics, "backchannel_rtsp_packets_received_total", "audio") - receivedBefore
 	vg, ag := video.gap(), audio.gap()
 	t.Logf("largest gap between packets: before the attack video %v, audio %v; under attack video %v, audio %v",
 		baseV.Round(time.Millisecond), baseA.Round(time.Millisecond), vg.Round(time.Millisecond), ag.Round(time.Millisecond))
@@ -131,8 +132,9 @@ func TestGarbageDoesNotDisturbPublish(t *testing.T) {
 	if vg > time.Second || ag > time.Second {
 		t.Fatalf("the publish stalled: gaps of %v (video) and %v (audio)", vg, ag)
 	}
-	// Nothing was lost either: Opus sends 50 packets a second.
-	if got, want := audio.count(), int(0.9*50*attachedFor.Seconds()); got < want {
-		t.Fatalf("%d audio packets reached the sink in %v, want at least %d", got, attachedFor, want)
+	// Nothing was lost either: every Opus packet the server received in
+	// the meantime reached the sink (Opus passes through one for one).
+	if got := float64(audio.count() - countBefore); got < received-1 || received < 100 {
+		t.Fatalf("%v of %v received audio packets reached the sink", got, received)
 	}
 }

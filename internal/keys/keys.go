@@ -132,7 +132,7 @@ func (k *Keys) Create(ctx context.Context, stream string) (Created, error) {
 		Stream:    stream,
 		Hash:      hashSecret(secret),
 		DigestHA1: DigestHA1(id, secret),
-		CreatedAt: k.now().UTC().Truncate(time.Millisecond),
+		CreatedAt: k.now().UTC(),
 	}
 	if err := k.store.Add(ctx, r); err != nil {
 		return Created{}, err

@@ -157,8 +157,13 @@ func serviceSuite(t *testing.T, open func(t *testing.T) Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(list) != 2 || list[0].ID != c.ID || list[0].LastUsedAt == nil || list[1].LastUsedAt != nil {
+		if len(list) != 2 {
 			t.Fatalf("list %+v", list)
+		}
+		for _, i := range list {
+			if used := i.LastUsedAt != nil; used != (i.ID == c.ID) {
+				t.Fatalf("key %s: last used %v (only %s was used)", i.ID, i.LastUsedAt, c.ID)
+			}
 		}
 		b, _ := json.Marshal(list)
 		if strings.Contains(string(b), c.Secret) || strings.Contains(string(b), hashSecret(c.Secret)) || strings.Contains(string(b), "hash") {
