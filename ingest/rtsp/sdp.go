@@ -37,7 +37,13 @@ const (
 func parseSDP(body []byte) (sessionControl string, out []Media, err error) {
 	var sd sdp.SessionDescription
 	if err := sd.Unmarshal(body); err != nil {
-		return "", nil, fmt.Errorf("unparsable SDP: %w", err)
+		// Cameras in the field omit lines RFC 4566 requires (s=, t=);
+		// add them and try once more.
+		var again sdp.SessionDescription
+		if err2 := again.Unmarshal(repairSDP(body)); err2 != nil {
+			return "", nil, fmt.Errorf("unparsable SDP: %w", err)
+		}
+		sd = again
 	}
 	if len(sd.MediaDescriptions) == 0 {
 		return "", nil, errors.New("the SDP has no media sections")
@@ -75,6 +81,46 @@ func parseSDP(body []byte) (sessionControl string, out []Media, err error) {
 		out = append(out, m)
 	}
 	return sessionControl, out, nil
+}
+
+// repairSDP adds a missing "s=" or "t=" line to the session part of a
+// description, where RFC 4566 orders them.
+func repairSDP(body []byte) []byte {
+	lines := strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n")
+	end := len(lines) // end of the session part
+	for i, l := range lines {
+		if strings.HasPrefix(l, "m=") {
+			end = i
+			break
+		}
+	}
+	has := func(prefix string) bool {
+		for _, l := range lines[:end] {
+			if strings.HasPrefix(l, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	// Where a line of the given type goes: after the last line of any
+	// type that precedes it.
+	insertAfter := func(before string, line string) {
+		at := 0
+		for i, l := range lines[:end] {
+			if len(l) > 1 && l[1] == '=' && strings.IndexByte(before, l[0]) >= 0 {
+				at = i + 1
+			}
+		}
+		lines = append(lines[:at], append([]string{line}, lines[at:]...)...)
+		end++
+	}
+	if !has("s=") {
+		insertAfter("vo", "s=-")
+	}
+	if !has("t=") {
+		insertAfter("vosiuepcb", "t=0 0")
+	}
+	return []byte(strings.Join(lines, "\r\n"))
 }
 
 // staticPayloadTypes are the RFC 3551 types cameras send without rtpmap.

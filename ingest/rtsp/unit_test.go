@@ -92,6 +92,18 @@ func TestParseSDPCamera(t *testing.T) {
 	}
 }
 
+func TestParseSDPRepairsMissingLines(t *testing.T) {
+	broken := strings.NewReplacer("t=0 0\r\n", "", "s=av0_1\r\n", "").Replace(cameraSDP)
+	_, ms, err := parseSDP([]byte(broken))
+	if err != nil || len(ms) != 2 || ms[0].Codec.MimeType != media.MimeH264 {
+		t.Fatalf("%+v %v", ms, err)
+	}
+	lf := strings.ReplaceAll(ffmpegSDP, "\r\n", "\n")
+	if _, ms, err := parseSDP([]byte(lf)); err != nil || len(ms) != 2 {
+		t.Fatalf("LF line ends: %v", err)
+	}
+}
+
 func TestParseSDPUnsupported(t *testing.T) {
 	sdp := strings.NewReplacer("H264/90000", "VP9/90000", "MPEG4-GENERIC/44100/2", "MP4A-LATM/44100/2").Replace(ffmpegSDP)
 	_, ms, err := parseSDP([]byte(sdp))
