@@ -274,3 +274,9 @@ func decodeH264(t testing.TB, aus [][][]byte) (frames int, width, height int) {
 	}
 	return frames, width, height
 }
+
+// opusPacket is the i-th packet of a 20 ms Opus stream (a silence frame).
+func opusPacket(i int) *rtp.Packet {
+	return &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 9},
+		Payload: []byte{0xf8, 0xff, 0xfe}}
+}
