@@ -126,11 +126,13 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// idleDeadline is how long the connection may stay silent: forever while
-// it plays over TCP (readers need not send anything; a dead one is found
-// by the write deadline), else the session timeout.
+// idleDeadline is how long the connection may stay silent. With a
+// session, forever: the janitor ends sessions by their own activity, which
+// for UDP comes on other sockets (ffmpeg publishing over UDP sends no RTSP
+// keepalive), and readers over TCP need send nothing (a dead one is found
+// by the write deadline). Without one, the session timeout.
 func (c *conn) idleDeadline() time.Time {
-	if c.session != nil && c.session.playingOverTCP() {
+	if c.session != nil {
 		return time.Time{}
 	}
 	return time.Now().Add(c.srv.cfg.SessionTimeout)

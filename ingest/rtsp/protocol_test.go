@@ -277,3 +277,40 @@ type nopSource struct{}
 
 func (nopSource) RequestKeyframe(media.Kind) {}
 func (nopSource) Close() error               { return nil }
+
+// TestUDPPublishNeedsNoKeepalive: a UDP publisher that sends RTP but no
+// RTSP request (ffmpeg does not) stays on air past the session timeout; it
+// times out once its RTP stops.
+func TestUDPPublishNeedsNoKeepalive(t *testing.T) {
+	n := startNode(t, nodeOptions{rtsp: rtsp.Config{SessionTimeout: time.Second}})
+	rtpConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rtpConn.Close()
+	port := rtpConn.LocalAddr().(*net.UDPAddr).Port
+	c := dialRaw(t, n)
+	wantStatus(t, "ANNOUNCE", c.do("ANNOUNCE", n.rtspURL("u", "key="+whiptest.Key), map[string]string{"Content-Type": "application/sdp"}, opusSDP), 200)
+	resp := c.do("SETUP", n.rtspURL("u", "")+"/streamid=0", map[string]string{"Transport": fmt.Sprintf("RTP/AVP;unicast;client_port=%d-%d;mode=record", port, port+1)}, "")
+	wantStatus(t, "SETUP", resp, 200)
+	sess, _ := wire.ParseSession(resp.Header.Get("Session"))
+	wantStatus(t, "RECORD", c.do("RECORD", n.rtspURL("u", ""), map[string]string{"Session": sess.ID}, ""), 200)
+	n.waitLive(t, "u", 5*time.Second)
+	sink := attachSink(t, n, "u", media.KindAudio)
+	rtpPort, _ := n.RTSP.UDPPorts()
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: rtpPort}
+	for i := range 150 { // 3 s at 50 packets/s
+		b, _ := opusPacket(i).Marshal()
+		if _, err := rtpConn.WriteToUDP(b, to); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.RTSP.Sessions() != 1 || len(n.Registry.List()) != 1 {
+		t.Fatal("a UDP publisher sending RTP timed out")
+	}
+	if got := sink.count(); got < 140 {
+		t.Fatalf("%d of 150 UDP packets reached the stream", got)
+	}
+	waitFor(t, 5*time.Second, "the silent session to time out", func() bool { return n.RTSP.Sessions() == 0 })
+}
