@@ -519,7 +519,11 @@ func (c *conn) play(req *wire.Request) *wire.Response {
 	if c.session == nil || c.session.mode != modePlay {
 		return c.reject(req, "bad_state", wire.StatusMethodNotValidInThisState, "DESCRIBE and SETUP before PLAY")
 	}
-	infos, status, detail := c.session.play()
+	base := c.session.stream
+	if req.URL != nil {
+		base = baseURL(req, c.session.stream)
+	}
+	infos, status, detail := c.session.play(base)
 	if status != wire.StatusOK {
 		return c.reject(req, "play", status, detail)
 	}

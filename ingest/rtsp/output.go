@@ -18,6 +18,7 @@ import (
 type readerTrack struct {
 	sess    *session
 	track   *media.Track
+	index   int // the track's index in the SDP (trackID=index)
 	pt      uint8
 	tcp     bool
 	channel byte // RTP channel (TCP); RTCP on the next

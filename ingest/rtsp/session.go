@@ -302,7 +302,7 @@ func (ss *session) setupPlay(tail string, tr *wire.Transport) (int, string) {
 			return wire.StatusMethodNotValidInThisState, "track already set up"
 		}
 	}
-	out := &readerTrack{sess: ss, track: t, pt: payloadTypeFor(t.Codec()), tcp: tr.TCP}
+	out := &readerTrack{sess: ss, track: t, index: idx, pt: payloadTypeFor(t.Codec()), tcp: tr.TCP}
 	if tr.TCP {
 		if st, detail := ss.assignChannels(tr); st != wire.StatusOK {
 			return st, detail
@@ -321,8 +321,9 @@ func (ss *session) setupPlay(tail string, tr *wire.Transport) (int, string) {
 	return wire.StatusOK, ""
 }
 
-// play attaches the reader's tracks to the stream.
-func (ss *session) play() ([]wire.RTPInfo, int, string) {
+// play attaches the reader's tracks to the stream. base is the stream's
+// URL as the reader addresses it, for RTP-Info.
+func (ss *session) play(base string) ([]wire.RTPInfo, int, string) {
 	if len(ss.outputs) == 0 {
 		return nil, wire.StatusMethodNotValidInThisState, "SETUP a track before PLAY"
 	}
@@ -345,7 +346,7 @@ func (ss *session) play() ([]wire.RTPInfo, int, string) {
 			}
 			return nil, wire.StatusNotFound, "stream " + ss.stream + " ended"
 		}
-		infos = append(infos, wire.RTPInfo{URL: "rtsp://" + ss.c.nc.LocalAddr().String() + "/" + ss.stream + "/trackID=" + strconv.Itoa(i)})
+		infos = append(infos, wire.RTPInfo{URL: base + "/trackID=" + strconv.Itoa(o.index)})
 	}
 	ss.active.Store(true)
 	ss.srv.metrics.sessions.WithLabelValues("setup").Dec()
