@@ -57,6 +57,11 @@ func planViewer(o *rtc.Offer, tracks []*media.Track) ([]viewerPlan, error) {
 	used := map[int]bool{}
 	for _, t := range tracks {
 		want := t.Codec()
+		if !want.PlayableOverWebRTC() {
+			// H.265 and AAC (RTSP publishers) go to HLS: a viewer gets the
+			// stream's other track, even if its browser offers H.265.
+			continue
+		}
 		for i, m := range o.Media {
 			if used[i] || m.Kind != string(t.Kind()) || !m.Receives() {
 				continue
@@ -69,9 +74,15 @@ func planViewer(o *rtc.Offer, tracks []*media.Track) ([]viewerPlan, error) {
 		}
 	}
 	if len(plans) == 0 {
-		var have []string
+		var have, unplayable []string
 		for _, t := range tracks {
 			have = append(have, t.Codec().MimeType)
+			if !t.Codec().PlayableOverWebRTC() {
+				unplayable = append(unplayable, t.Codec().MimeType)
+			}
+		}
+		if len(unplayable) == len(tracks) {
+			return nil, fmt.Errorf("the stream carries %s, which WebRTC cannot play; play it over HLS or RTSP", strings.Join(unplayable, " + "))
 		}
 		return nil, fmt.Errorf("no common codec: the stream carries %s and the offer receives none of them", strings.Join(have, " + "))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/backchannel/backchannel/internal/keys"
 	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/problem"
 	"github.com/backchannel/backchannel/internal/rtc"
@@ -24,6 +25,22 @@ type KeyChecker interface {
 	CheckPublishKey(stream, key string) bool
 }
 
+// KeyIdentifier is a KeyChecker that also names the key that matched, so
+// that the sessions published with a key can be ended when it is revoked
+// (see EndRevoked). internal/keys implements it.
+type KeyIdentifier interface {
+	IdentifyPublishKey(stream, key string) (id string, ok bool)
+}
+
+// IdentifyKey checks key with k and names it: through KeyIdentifier when k
+// implements it, else with an empty id.
+func IdentifyKey(k KeyChecker, stream, key string) (id string, ok bool) {
+	if ki, isID := k.(KeyIdentifier); isID {
+		return ki.IdentifyPublishKey(stream, key)
+	}
+	return "", k.CheckPublishKey(stream, key)
+}
+
 // MasterKey is a development key accepted for every stream. The empty key
 // accepts nothing.
 type MasterKey string
@@ -31,6 +48,38 @@ type MasterKey string
 // CheckPublishKey compares in constant time.
 func (k MasterKey) CheckPublishKey(_, key string) bool {
 	return k != "" && subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1
+}
+
+// MasterKeyID names the master key in PublisherInfo.KeyID.
+const MasterKeyID = keys.MasterID
+
+// IdentifyDigest checks RTSP Digest credentials against the master key,
+// under any user name: match is given MD5(username:realm:key).
+func (k MasterKey) IdentifyDigest(_, username string, match func(ha1 string) bool) (string, bool) {
+	if k != "" && match(keys.DigestHA1(username, string(k))) {
+		return MasterKeyID, true
+	}
+	return "", false
+}
+
+// IdentifyPublishKey names the master key MasterKeyID.
+func (k MasterKey) IdentifyPublishKey(stream, key string) (string, bool) {
+	if k.CheckPublishKey(stream, key) {
+		return MasterKeyID, true
+	}
+	return "", false
+}
+
+// EndRevoked ends the live publications of the given stream that were
+// authorized with key id, whatever their protocol (WHIP, RTSP), and
+// returns how many it ended. Wire it to the key store's revocations.
+func EndRevoked(reg *media.Registry, stream, id string) int {
+	if id == "" {
+		return 0
+	}
+	return reg.EndPublishers(func(s string, who media.PublisherInfo) bool {
+		return s == stream && who.KeyID == id
+	})
 }
 
 // Config configures a WHIP server.
@@ -155,7 +204,11 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		return
 	}
 	key, hasBearer := bearer(r)
-	if !hasBearer || !s.cfg.Keys.CheckPublishKey(stream, key) {
+	keyID, keyOK := "", false
+	if hasBearer {
+		keyID, keyOK = IdentifyKey(s.cfg.Keys, stream, key)
+	}
+	if !keyOK {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="whip"`)
 		detail := "missing Authorization: Bearer <stream key>"
 		if hasBearer {
@@ -188,7 +241,7 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		return
 	}
 
-	ss, answer, status, err := s.newSession(r.Context(), stream, r.RemoteAddr, offerSDP, plan)
+	ss, answer, status, err := s.newSession(r.Context(), stream, r.RemoteAddr, key, keyID, offerSDP, plan)
 	if err != nil {
 		s.reject(w, "bad_offer", status, err.Error())
 		return

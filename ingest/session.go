@@ -28,6 +28,8 @@ type session struct {
 	etag   string
 	stream string
 	remote string
+	key    string // to check again when going live: it may be revoked meanwhile
+	keyID  string
 	plan   publishPlan
 	pc     *webrtc.PeerConnection
 	log    *slog.Logger
@@ -50,7 +52,7 @@ type session struct {
 
 var _ media.Source = (*session)(nil)
 
-func (s *Server) newSession(ctx context.Context, stream, remote, offer string, plan publishPlan) (*session, string, int, error) {
+func (s *Server) newSession(ctx context.Context, stream, remote, key, keyID, offer string, plan publishPlan) (*session, string, int, error) {
 	api, err := s.newAPI(plan)
 	if err != nil {
 		return nil, "", http.StatusBadRequest, fmt.Errorf("cannot negotiate the offered codecs: %w", err)
@@ -65,6 +67,8 @@ func (s *Server) newSession(ctx context.Context, stream, remote, offer string, p
 		etag:      `"` + rtc.NewToken() + `"`,
 		stream:    stream,
 		remote:    remote,
+		key:       key,
+		keyID:     keyID,
 		plan:      plan,
 		pc:        pc,
 		published: make(chan struct{}),
@@ -119,7 +123,13 @@ func (ss *session) goLive() {
 	if ss.closed || ss.pub != nil {
 		return
 	}
-	pub, err := ss.srv.cfg.Registry.Publish(ss.stream, media.PublisherInfo{Protocol: "whip", Remote: ss.remote}, ss.plan.codecs(), ss)
+	if _, ok := IdentifyKey(ss.srv.cfg.Keys, ss.stream, ss.key); !ok {
+		ss.log.Info("stream key revoked before the session went live")
+		go ss.close("stream key revoked")
+		return
+	}
+	who := media.PublisherInfo{Protocol: media.ProtocolWHIP, Remote: ss.remote, KeyID: ss.keyID}
+	pub, err := ss.srv.cfg.Registry.Publish(ss.stream, who, ss.plan.codecs(), ss)
 	if err != nil {
 		ss.log.Warn("cannot publish", "err", err)
 		go ss.close("registry refused the stream")
@@ -256,9 +266,9 @@ func (ss *session) sendPLI(ssrc uint32) {
 }
 
 // Close is called by the registry when a newer publisher took the stream
-// over; the session ends without waiting.
+// over or its key was revoked; the session ends without waiting.
 func (ss *session) Close() error {
-	go ss.close("taken over by a new publisher")
+	go ss.close("ended by the registry (taken over, or key revoked)")
 	return nil
 }
 

@@ -82,6 +82,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 	var (
 		httpAddr   = fs.String("http", ":8080", "HTTP listen address for every route")
 		iceAddr    = fs.String("ice-udp", ":8189", "ICE UDP mux address; ICE-TCP listens on the same port")
+		rtspAddr   = fs.String("rtsp", ":8554", "RTSP listen address (publish with ANNOUNCE/RECORD, read with DESCRIBE/PLAY)")
 		publicIP   = fs.String("public-ip", "", "comma-separated public IPs announced as ICE candidates (1:1 NAT)")
 		publicURL  = fs.String("public-url", "", "base of every URL handed out (e.g. https://live.example.com); default relative URLs")
 		iceServers = fs.String("ice-servers", "", "comma-separated STUN/TURN URLs for clients, credentials as turn:user:pass@host:port")
@@ -131,6 +132,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		Roles:          roleSets[cmd],
 		HTTPAddr:       *httpAddr,
 		ICEAddr:        *iceAddr,
+		RTSPAddr:       *rtspAddr,
 		PublicIPs:      splitList(*publicIP),
 		PublicURL:      *publicURL,
 		ICEServers:     ice,
@@ -192,6 +194,9 @@ func printBanner(out io.Writer, n *node.Node, demo bool) {
 	}
 	if has(node.RoleEdge) {
 		line("WHEP playback", "%s/whep/<stream>", base)
+	}
+	if has(node.RoleIngest) {
+		line("RTSP", "%s/<stream>?key=<publish key>   (publish; read without ?key)", n.RTSPBase())
 	}
 	if has(node.RoleConnection) {
 		line("Control links", "%s/ws   (find a server: %s/connect)", base, base)

@@ -11,11 +11,25 @@ const (
 	KindAudio Kind = "audio"
 )
 
-// Codec MIME types the stream model understands.
+// Codec MIME types the stream model understands. WebRTC publishers send
+// H.264, VP8 and Opus; RTSP publishers and cameras add H.265, AAC
+// (RFC 3640 mpeg4-generic) and G.711.
 const (
 	MimeH264 = "video/H264"
+	MimeH265 = "video/H265"
 	MimeVP8  = "video/VP8"
 	MimeOpus = "audio/opus"
+	MimeAAC  = "audio/MPEG4-GENERIC"
+	MimePCMU = "audio/PCMU"
+	MimePCMA = "audio/PCMA"
+)
+
+// Publishing protocols, as PublisherInfo.Protocol and StreamInfo.Protocol
+// name them.
+const (
+	ProtocolWHIP     = "whip"
+	ProtocolRTSP     = "rtsp"      // an RTSP client pushed the stream (ANNOUNCE/RECORD)
+	ProtocolRTSPPull = "rtsp-pull" // this node pulled the stream from an RTSP server
 )
 
 // Codec is the RTP payload format of a track, as negotiated with its
@@ -40,6 +54,18 @@ func (c Codec) Kind() Kind {
 
 // Is reports whether c has the given MIME type (case-insensitive, as in SDP).
 func (c Codec) Is(mime string) bool { return strings.EqualFold(c.MimeType, mime) }
+
+// PlayableOverWebRTC reports whether browsers can receive the codec over
+// WebRTC. H.265 and AAC are not: a WHEP answer leaves such tracks out, and
+// viewers get them over LL-HLS.
+func (c Codec) PlayableOverWebRTC() bool {
+	for _, m := range []string{MimeH264, MimeVP8, MimeOpus, MimePCMU, MimePCMA} {
+		if c.Is(m) {
+			return true
+		}
+	}
+	return false
+}
 
 // Compatible reports whether a viewer that negotiated c can keep decoding
 // packets of o without renegotiating: same MIME type, clock rate and channel

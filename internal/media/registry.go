@@ -33,19 +33,21 @@ type TrackInfo struct {
 	Codec       string  `json:"codec"` // MIME type, e.g. "video/H264"
 	ClockRate   uint32  `json:"clock_rate"`
 	Channels    uint16  `json:"channels,omitempty"`
+	SampleRate  int     `json:"sample_rate,omitempty"` // audio
 	Fmtp        string  `json:"fmtp,omitempty"`
-	Width       int     `json:"width,omitempty"`
-	Height      int     `json:"height,omitempty"`
-	FPS         float64 `json:"fps,omitempty"`
+	Width       int     `json:"width,omitempty"`  // video, from the SPS
+	Height      int     `json:"height,omitempty"` // video, from the SPS
+	FPS         float64 `json:"fps,omitempty"`    // declared by the SPS, else measured
 	BitrateKbps float64 `json:"bitrate_kbps,omitempty"`
 }
 
 // StreamInfo describes a live stream.
 type StreamInfo struct {
 	Name      string      `json:"name"`
-	Protocol  string      `json:"protocol"`  // "whip" or "rtsp"
-	Publisher string      `json:"publisher"` // publisher's remote address
-	Node      string      `json:"node"`      // ingest node id
+	Protocol  string      `json:"protocol"`         // "whip", "rtsp" or "rtsp-pull"
+	Publisher string      `json:"publisher"`        // publisher's remote address (the source URL's host for pulls)
+	KeyID     string      `json:"key_id,omitempty"` // id of the stream key it published with
+	Node      string      `json:"node"`             // ingest node id
 	StartedAt time.Time   `json:"started_at"`
 	Tracks    []TrackInfo `json:"tracks"`
 }
@@ -65,15 +67,17 @@ type Source interface {
 	// the given kind (e.g. with an RTCP PLI). It must not block for long.
 	RequestKeyframe(kind Kind)
 	// Close ends the publisher's session: a newer publisher took the
-	// stream over. It is called without registry locks and must not wait
-	// for the publisher's own goroutines to finish writing.
+	// stream over, or the registry was told to end it (EndPublishers, e.g.
+	// its stream key was revoked). It is called without registry locks and
+	// must not wait for the publisher's own goroutines to finish writing.
 	Close() error
 }
 
 // PublisherInfo says who publishes.
 type PublisherInfo struct {
-	Protocol string // "whip", "rtsp"
+	Protocol string // ProtocolWHIP, ProtocolRTSP, ProtocolRTSPPull
 	Remote   string // remote address
+	KeyID    string // the stream key it was authorized with, if any
 }
 
 // DefaultOfflineGrace is how long a stream whose publisher left keeps its
@@ -94,6 +98,10 @@ type Registry struct {
 	subs   map[int]func(Event)
 	nextID int
 
+	demandMu   sync.Mutex
+	demand     map[string]onDemand
+	demandNext uint64
+
 	evMu     sync.Mutex
 	queue    []Event
 	draining bool
@@ -106,6 +114,7 @@ func NewRegistry(node string) *Registry {
 		streams: map[string]*Stream{},
 		grace:   DefaultOfflineGrace,
 		subs:    map[int]func(Event){},
+		demand:  map[string]onDemand{},
 	}
 }
 
@@ -138,12 +147,77 @@ func (r *Registry) Subscribe(fn func(Event)) (cancel func()) {
 }
 
 // Lookup finds a stream by name. A stream whose publisher just left is
-// still found during its offline grace; check Live.
+// still found during its offline grace; check Live. Looking up a stream
+// that is not live is demand for it: an on-demand source registered for
+// the name is asked to start (see OnDemand), and a later lookup finds it.
 func (r *Registry) Lookup(name string) (*Stream, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s, ok := r.streams[name]
+	live := ok && s.live
+	r.mu.Unlock()
+	if !live {
+		r.Demand(name)
+	}
 	return s, ok
+}
+
+// OnDemand registers start as the way to bring the named stream on air
+// when someone wants it while it is not live: a viewer, an HLS muxer or an
+// RTSP reader looking it up. start is called without locks, possibly many
+// times while the stream comes up; it must return at once (signal a
+// goroutine) and be idempotent. One source per name: a later registration
+// replaces an earlier one. cancel removes this registration.
+func (r *Registry) OnDemand(name string, start func()) (cancel func()) {
+	r.demandMu.Lock()
+	r.demandNext++
+	id := r.demandNext
+	r.demand[name] = onDemand{id: id, start: start}
+	r.demandMu.Unlock()
+	return func() {
+		r.demandMu.Lock()
+		if d, ok := r.demand[name]; ok && d.id == id {
+			delete(r.demand, name)
+		}
+		r.demandMu.Unlock()
+	}
+}
+
+type onDemand struct {
+	id    uint64
+	start func()
+}
+
+// Demand asks the named stream's on-demand source to start, and reports
+// whether there is one. It does nothing more for a stream without one.
+func (r *Registry) Demand(name string) bool {
+	r.demandMu.Lock()
+	d, ok := r.demand[name]
+	r.demandMu.Unlock()
+	if !ok {
+		return false
+	}
+	d.start()
+	return true
+}
+
+// EndPublishers ends every live publication for which match returns true:
+// the stream goes offline (its grace period starts) and the publisher's
+// Source is closed. It returns how many were ended. Revoking a stream key
+// uses it to end the sessions that published with the key.
+func (r *Registry) EndPublishers(match func(stream string, who PublisherInfo) bool) int {
+	r.mu.Lock()
+	var pubs []*Publication
+	for name, s := range r.streams {
+		if s.pub != nil && match(name, s.pub.who) {
+			pubs = append(pubs, s.pub)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range pubs {
+		p.Close()
+		_ = p.src.Close()
+	}
+	return len(pubs)
 }
 
 // List describes the live streams, sorted by name.
@@ -404,7 +478,7 @@ func (s *Stream) Tracks() []*Track {
 func (s *Stream) infoLocked() StreamInfo {
 	info := StreamInfo{Name: s.name, Node: s.reg.node, StartedAt: s.startedAt, Tracks: []TrackInfo{}}
 	if s.pub != nil {
-		info.Protocol, info.Publisher = s.pub.who.Protocol, s.pub.who.Remote
+		info.Protocol, info.Publisher, info.KeyID = s.pub.who.Protocol, s.pub.who.Remote, s.pub.who.KeyID
 	}
 	for idx, t := range s.tracks {
 		if t == nil || (s.pub != nil && s.pub.tracks[idx] == nil) {

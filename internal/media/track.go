@@ -71,6 +71,7 @@ type Track struct {
 	munger   *Munger
 	detector startDetector
 	waitKey  bool // drop until a decoder start point (new video source)
+	params   paramWatcher
 	scratch  Packet
 	hdr      rtp.Header
 	win      rateWindow
@@ -82,6 +83,9 @@ type Track struct {
 	source  atomic.Pointer[Source]
 	limiter keyframeLimiter
 	lastKey atomic.Pointer[KeyframeInfo]
+
+	paramSets atomic.Pointer[ParameterSets]
+	format    atomic.Pointer[VideoFormat]
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -99,6 +103,7 @@ func newTrack(s *Stream, c Codec, ssrc uint32, seq uint16, ts uint32) *Track {
 	t.ring = NewRing(size)
 	t.munger = NewMunger(c.ClockRate, seq, ts)
 	t.detector = newStartDetector(c)
+	t.resetParams(c)
 	empty := []Sink{}
 	t.sinks.Store(&empty)
 	t.limiter.init(KeyframeRequestInterval, t.sendKeyframeRequest)
@@ -117,6 +122,33 @@ func (t *Track) SSRC() uint32 { return t.ssrc }
 
 // Stream is the stream the track belongs to.
 func (t *Track) Stream() *Stream { return t.stream }
+
+// ParameterSets returns the track's latest decoder parameter sets (H.264,
+// H.265): the publisher's SDP ones, replaced by those seen in band. The
+// slices must not be modified.
+func (t *Track) ParameterSets() ParameterSets {
+	if p := t.paramSets.Load(); p != nil {
+		return *p
+	}
+	return ParameterSets{}
+}
+
+// VideoFormat returns what the track's latest SPS says; ok is false before
+// an SPS was seen (or for codecs without one).
+func (t *Track) VideoFormat() (VideoFormat, bool) {
+	if f := t.format.Load(); f != nil {
+		return *f, true
+	}
+	return VideoFormat{}, false
+}
+
+// resetParams starts following the parameter sets of a new codec. Called
+// with the write lock held or before the track is shared.
+func (t *Track) resetParams(c Codec) {
+	t.params = newParamWatcher(c)
+	t.paramSets.Store(t.params.snapshot())
+	t.format.Store(t.params.format())
+}
 
 // LastKeyframe returns where the most recent keyframe start went out.
 func (t *Track) LastKeyframe() (KeyframeInfo, bool) {
@@ -214,11 +246,12 @@ func (t *Track) attach(gen uint64, src Source, c *Codec) {
 	if c != nil {
 		t.codec.Store(c)
 		t.detector = newStartDetector(*c)
+		t.resetParams(*c)
 	}
 	t.detector.reset()
 	// A new video source is joined at a decoder start point, so viewers
 	// never see the tail of one encoder's GOP glued to another's deltas.
-	t.waitKey = t.kind == KindVideo && (t.detector.h264 || t.detector.vp8)
+	t.waitKey = t.kind == KindVideo && t.detector.keyed()
 	t.win = rateWindow{}
 	t.wmu.Unlock()
 	if src != nil {
@@ -239,6 +272,12 @@ func (t *Track) write(gen uint64, p *rtp.Packet) error {
 	}
 	now := time.Now()
 	key := t.detector.start(p.Timestamp, p.Payload)
+	if changed, sps := t.params.scan(p.Payload); changed {
+		t.paramSets.Store(t.params.snapshot())
+		if sps {
+			t.format.Store(t.params.format())
+		}
+	}
 	if t.waitKey {
 		if !key {
 			t.limiter.request()
@@ -304,15 +343,25 @@ func (t *Track) writeSenderReport(gen uint64, sr *rtcp.SenderReport) error {
 
 func (t *Track) info() TrackInfo {
 	c := t.Codec()
-	return TrackInfo{
+	info := TrackInfo{
 		Kind:        string(t.kind),
 		Codec:       c.MimeType,
 		ClockRate:   c.ClockRate,
 		Channels:    c.Channels,
+		SampleRate:  c.SampleRate(),
 		Fmtp:        c.Fmtp,
 		FPS:         round1(math.Float64frombits(t.fps.Load())),
 		BitrateKbps: round1(math.Float64frombits(t.kbps.Load())),
 	}
+	if f, ok := t.VideoFormat(); ok {
+		info.Width, info.Height = f.Width, f.Height
+		// The declared rate is exact; the measured one only fills in for
+		// encoders that declare none (browsers).
+		if f.FrameRate > 0 {
+			info.FPS = round1(f.FrameRate)
+		}
+	}
+	return info
 }
 
 func (t *Track) close() { t.limiter.close() }

@@ -58,6 +58,7 @@ type Config struct {
 	Roles          []cluster.Role // default AllRoles
 	HTTPAddr       string         // default ":8080"
 	ICEAddr        string         // ICE UDP mux, ICE-TCP on the same port; default ":8189"
+	RTSPAddr       string         // RTSP; default ":8554" (port 0 on the HTTP host when HTTPAddr's port is 0, as in tests)
 	PublicIPs      []string
 	PublicURL      string // base of every URL handed out; default: relative URLs (single node)
 	ICEServers     []webrtc.ICEServer
@@ -99,6 +100,7 @@ type Node struct {
 	registry *media.Registry
 	ingest   *ingest.Server
 	edge     *edge.Server
+	rtsp     rtspTier
 	conn     *connection.Server
 	app      *application.Server
 	appStore store.Store
@@ -152,6 +154,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.app != nil {
 		n.goRun("application", func() error { return ignoreCancel(runCtx, n.app.Run(runCtx)) })
 	}
+	if n.rtsp.keys != nil {
+		n.goRun("stream keys", func() error { return ignoreCancel(runCtx, n.rtsp.keys.Watch(runCtx)) })
+	}
 	if n.clustered() {
 		n.goRun("secrets keeper", func() error { return ignoreCancel(runCtx, keepSecrets(runCtx, cfg.RedisAddr, n.secrets)) })
 	}
@@ -195,6 +200,7 @@ func withDefaults(cfg Config) (Config, error) {
 	if cfg.ICEAddr == "" {
 		cfg.ICEAddr = ":8189"
 	}
+	cfg.RTSPAddr = defaultRTSPAddr(cfg.RTSPAddr, cfg.HTTPAddr)
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data"
 	}
@@ -246,13 +252,21 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		}
 		n.registry = media.NewRegistry(cfg.NodeID)
 	}
+	if n.has(RoleIngest) || n.has(RoleApplication) {
+		if err := n.openKeys(); err != nil {
+			return err
+		}
+	}
 	if n.has(RoleIngest) {
 		n.ingest, err = ingest.New(ingest.Config{
-			Node: cfg.NodeID, Registry: n.registry, RTC: n.rtc, Keys: ingest.MasterKey(n.secrets.PublishKey),
+			Node: cfg.NodeID, Registry: n.registry, RTC: n.rtc, Keys: n.rtsp.keys,
 			PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
 		})
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
+		}
+		if err := n.startRTSP(reg); err != nil {
+			return err
 		}
 	}
 	if n.has(RoleEdge) {
@@ -378,6 +392,11 @@ func (n *Node) routes() http.Handler {
 	}
 	if n.app != nil {
 		n.app.Routes(mux)
+		var pulls application.Pulls
+		if n.rtsp.puller != nil {
+			pulls = pullAPI{n.rtsp.puller}
+		}
+		n.app.StreamKeyRoutes(mux, n.rtsp.keys, pulls)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	mux.HandleFunc("GET /healthz", n.healthz)
@@ -507,6 +526,7 @@ func (n *Node) stop(ctx context.Context) error {
 	} else if n.listener != nil {
 		n.listener.Close()
 	}
+	n.closeRTSP()
 	if n.ingest != nil {
 		n.ingest.Close()
 	}
