@@ -216,3 +216,35 @@ func TestStreamKeysAndPullsThroughTheAPI(t *testing.T) {
 		t.Fatalf("GET a deleted pull: %d", status)
 	}
 }
+
+// A broadcaster key manages the stream keys of its own streams only, and
+// pulls (which make the node dial anywhere) are for operators.
+func TestStreamKeyAndPullRoutesCheckScope(t *testing.T) {
+	n := startTestNode(t, t.TempDir())
+	code, body := api(t, n, "POST", "/api/v1/keys", "op-key", `{"role":"broadcaster","streams":["cup"]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("creating a broadcaster key: %d %s", code, body)
+	}
+	var created struct {
+		Key string `json:"token"`
+	}
+	if err := json.Unmarshal(body, &created); err != nil || created.Key == "" {
+		t.Fatalf("created key %s: %v", body, err)
+	}
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/api/v1/streams/cup/keys", "", http.StatusCreated},
+		{"GET", "/api/v1/streams/cup/keys", "", http.StatusOK},
+		{"POST", "/api/v1/streams/other/keys", "", http.StatusForbidden},
+		{"GET", "/api/v1/streams/other/keys", "", http.StatusForbidden},
+		{"DELETE", "/api/v1/streams/other/keys/k1", "", http.StatusForbidden},
+		{"GET", "/api/v1/pulls", "", http.StatusForbidden},
+		{"POST", "/api/v1/pulls", `{"stream":"cup","url":"rtsp://127.0.0.1:1/x"}`, http.StatusForbidden},
+	} {
+		if code, body := api(t, n, c.method, c.path, created.Key, c.body); code != c.want {
+			t.Errorf("%s %s with a broadcaster key: %d, want %d (%s)", c.method, c.path, code, c.want, body)
+		}
+	}
+}
