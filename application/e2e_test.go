@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +24,7 @@ import (
 	"github.com/backchannel/backchannel/connection"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/identity"
+	"github.com/backchannel/backchannel/internal/keys"
 	"github.com/backchannel/backchannel/internal/media"
 )
 
@@ -74,6 +78,11 @@ func newCluster(t *testing.T, opts ...func(*application.Config)) *cluster {
 	}
 	mux := http.NewServeMux()
 	app.Routes(mux)
+	keyStore, err := keys.OpenFile(filepath.Join(t.TempDir(), keys.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.StreamKeyRoutes(mux, keys.New(keyStore, "master", slog.New(slog.DiscardHandler)), &memPulls{m: map[string]application.PullView{}})
 	c := &cluster{t: t, bus: cb, app: app, api: httptest.NewServer(mux), conn: map[string]*connection.Server{}, ws: map[string]*httptest.Server{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -469,4 +478,52 @@ func TestAPIErrors(t *testing.T) {
 	if g["members"] != float64(1) || g["text"] != "conn=c1" || fmt.Sprint(g["definition"]) != "map[eq:[conn c1]]" {
 		t.Fatalf("group view %v", g)
 	}
+}
+
+// memPulls is an in-memory pull table behind the pull routes; the RTSP
+// puller that really dials cameras has its own tests in ingest/rtsp.
+type memPulls struct {
+	mu sync.Mutex
+	m  map[string]application.PullView
+}
+
+func (p *memPulls) AddPull(s application.PullSpec) (application.PullView, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !strings.HasPrefix(s.URL, "rtsp://") {
+		return application.PullView{}, errors.New("url: want an rtsp:// URL")
+	}
+	if _, ok := p.m[s.Stream]; ok {
+		return application.PullView{}, application.ErrPullExists
+	}
+	v := application.PullView{PullSpec: s, State: "idle", Since: time.Now()}
+	p.m[s.Stream] = v
+	return v, nil
+}
+
+func (p *memPulls) RemovePull(stream string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.m[stream]; !ok {
+		return application.ErrNoSuchPull
+	}
+	delete(p.m, stream)
+	return nil
+}
+
+func (p *memPulls) Pull(stream string) (application.PullView, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[stream]
+	return v, ok
+}
+
+func (p *memPulls) ListPulls() []application.PullView {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]application.PullView, 0, len(p.m))
+	for _, v := range p.m {
+		out = append(out, v)
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,15 +56,38 @@ func TestOpenAPIDocument(t *testing.T) {
 			}
 		}
 	}
-	// The server's own route table, from the source: every pattern is
-	// documented.
-	src, err := os.ReadFile("api.go")
+	// The server's own route table, from the source: every registered
+	// pattern, in any file of the package, is documented. Patterns carry a
+	// method ("GET /api/v1/x") or, for routes that dispatch on the method
+	// themselves, a path template ("/api/v1/x/{id}") or a plain path.
+	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range regexp.MustCompile(`handle\("([A-Z]+) /api/v1([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
-		if !documented[m[1]+" "+m[2]] {
-			t.Errorf("%s /api/v1%s is served but not documented", m[1], m[2])
+	documentedPath := map[string]bool{}
+	for k := range documented {
+		documentedPath[k[strings.Index(k, " ")+1:]] = true
+	}
+	route := regexp.MustCompile(`mux\.Handle(?:Func)?\("(?:([A-Z]+) )?/api/v1(/[^"]*)"|handle\("([A-Z]+) /api/v1([^"]+)"`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range route.FindAllStringSubmatch(string(src), -1) {
+			method, path := m[1], m[2]
+			if m[3] != "" {
+				method, path = m[3], m[4]
+			}
+			if path == "/" {
+				continue // the catch-all answering unknown routes
+			}
+			if method != "" && !documented[method+" "+path] || method == "" && !documentedPath[path] {
+				t.Errorf("%s %s /api/v1%s is served but not documented", f, method, path)
+			}
 		}
 	}
 	if len(documented) < 15 || len(doc.Servers) != 1 || doc.Servers[0].URL != "/api/v1" {
