@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -78,6 +79,9 @@ type Server struct {
 	cancel context.CancelFunc
 
 	history *history
+	// resettable: the bus can lose shared state (bus.Resetter), so links
+	// keep their raw facts for re-announcing.
+	resettable bool
 
 	startOnce sync.Once
 	startErr  error
@@ -156,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 		bySid:   make(map[string]*link),
 		history: newHistory(cfg.HistorySize, cfg.HistoryTTL),
 	}
+	_, s.resettable = cfg.Bus.(bus.Resetter)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.up = newUpward(s)
 	return s, nil
@@ -354,7 +359,12 @@ func (s *Server) hello(l *link, h *control.Hello, frame []byte) {
 	}
 	facts := l.pending
 	facts.Hello = append(json.RawMessage(nil), frame...)
-	factsJSON, _ := json.Marshal(facts)
+	var factsJSON []byte
+	if s.resettable {
+		// Kept only where a bus reset can make the link's re-announcement
+		// necessary: it is the largest part of a link's memory.
+		factsJSON, _ = json.Marshal(facts)
+	}
 	attrs := groups.Attrs{groups.AttrConn: s.cfg.ID}
 	s.mu.Lock()
 	if s.stopping {
@@ -480,6 +490,17 @@ func (s *Server) unregister(l *link, code int, reason string) {
 	s.index.Remove(l)
 	s.metrics.links.Dec()
 	s.up.add(groups.LinkClosed(s.cfg.ID, sid, code, reason))
+}
+
+// internAttrs makes attribute names and values canonical strings: a
+// hundred thousand links share a few hundred distinct values, and each
+// would otherwise hold its own copies, decoded from its own mirror message.
+func internAttrs(a groups.Attrs) groups.Attrs {
+	out := make(groups.Attrs, len(a))
+	for k, v := range a {
+		out[unique.Make(k).Value()] = unique.Make(v).Value()
+	}
+	return out
 }
 
 func newSID() (string, error) {
@@ -632,7 +653,7 @@ func (s *Server) applyDown(m groups.Mirror) {
 		if l := s.linkBySid(m.Link); l != nil {
 			// conn is this server's to set.
 			delete(m.Attrs, groups.AttrConn)
-			s.index.Update(l, m.Attrs)
+			s.index.Update(l, internAttrs(m.Attrs))
 		}
 	case groups.OpDefine:
 		if _, err := s.index.Define(groups.Group{ID: m.Group, Pred: m.Pred}); err != nil {

@@ -22,6 +22,7 @@ const usage = `Backchannel: live broadcasts with a control channel beside the vi
 
 Usage:
   backchannel all [flags]     run every tier in one process (the embedded default)
+  backchannel loadgen [flags] load-test a running server's control links against a raw baseline
   backchannel version         print the version
 
 The cluster roles (ingest, edge, connection, application) run as separate
@@ -41,6 +42,11 @@ func main() {
 	switch os.Args[1] {
 	case "all":
 		if err := runAll(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "backchannel:", err)
+			os.Exit(1)
+		}
+	case "loadgen":
+		if err := runLoadgen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "backchannel:", err)
 			os.Exit(1)
 		}
