@@ -180,6 +180,14 @@ func (s *Server) Links() int {
 	return len(s.bySid)
 }
 
+// Draining reports whether Shutdown has begun: the server refuses new
+// links and is closing its open ones. A /connect picker skips it.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
 // GroupCount returns how many of this server's links belong to a group,
 // according to its mirror of the membership.
 func (s *Server) GroupCount(id string) int { return s.index.Count(id) }

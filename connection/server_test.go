@@ -52,6 +52,9 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	if tune != nil {
 		tune(&cfg)
 	}
+	if rb, ok := cfg.Bus.(*resetBus); ok {
+		h.bus = rb.Memory
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -115,6 +115,9 @@ func (c *coderConn) serve() {
 	if c.code != 0 {
 		info.Code = c.code
 	}
+	if c.err != nil {
+		info.Err = c.err
+	}
 	c.mu.Unlock()
 	c.h.OnClose(nil, info)
 }
@@ -169,6 +172,9 @@ func (c *coderConn) flush() {
 		if err != nil {
 			c.mu.Lock()
 			c.writing = false
+			if c.err == nil {
+				c.err = wsepoll.ErrWriteTimeout
+			}
 			c.mu.Unlock()
 			c.Abort()
 			return
@@ -200,8 +206,14 @@ func (c *coderConn) Close(code int, reason string) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		// Do not wait coder's own 5 s for a peer that does not read.
+		t := time.AfterFunc(closeTimeout, func() { _ = c.c.CloseNow() })
+		defer t.Stop()
 		_ = c.c.Close(websocket.StatusCode(code), reason)
 	}()
 }
+
+// closeTimeout bounds a close handshake, as wsepoll's default does.
+const closeTimeout = 2 * time.Second
 
 func (c *coderConn) Abort() { _ = c.c.CloseNow() }

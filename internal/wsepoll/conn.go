@@ -95,7 +95,8 @@ type Conn struct {
 	stallSince int64      // unix ns of the last progress while the backlog was not empty
 	closeBy    int64      // unix ns: CloseTimeout of a close we sent
 	finishWith error
-	code       int // close code we sent
+	failErr    error // a protocol violation by the peer, reported at the end
+	code       int   // close code we sent
 	finishOnce bool
 }
 
@@ -292,6 +293,10 @@ func write(fd int, b []byte) (int, error) {
 // consume decodes frames from data just read (on the poller goroutine) and
 // reports whether the connection is still worth reading.
 func (c *Conn) consume(data []byte, now int64) bool {
+	if c.discarding() {
+		c.in = nil
+		return true
+	}
 	max := c.p.t.cfg.MaxMessage
 	b := data
 	if len(c.in) > 0 {
@@ -425,20 +430,34 @@ func (c *Conn) deliver(op byte, data []byte) bool {
 	return true
 }
 
-// fail answers a protocol violation with its close code and drops the
-// connection: a peer that breaks the protocol is not waited for.
+// fail answers a protocol violation with its close code. The socket is
+// not closed at once: what the peer is still sending is read and thrown
+// away until it closes or CloseTimeout passes, so that it gets to read our
+// close frame instead of a connection reset.
 func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == stateOpen {
-		var ce *CloseError
-		if errors.As(err, &ce) {
-			c.code = ce.Code
-			c.queue = nil
-			if c.partial == nil && len(c.ctrl) == 0 {
-				_, _ = write(c.fd, closeFrame(ce.Code, ce.Msg))
-			}
-		}
+	var ce *CloseError
+	if c.state != stateOpen || !errors.As(err, &ce) {
+		c.finishLocked(err)
+		return
 	}
-	c.finishLocked(err)
+	c.failErr = err
+	c.code = ce.Code
+	c.queue = nil
+	c.msg, c.msgOp = nil, 0
+	c.state = stateCloseSent
+	c.closeBy = time.Now().Add(c.p.t.cfg.CloseTimeout).UnixNano()
+	c.sendControlLocked(closeFrame(ce.Code, ce.Msg))
+	if c.state == stateCloseSent {
+		c.p.watch(c)
+	}
+}
+
+// discarding reports whether the peer broke the protocol and its bytes
+// are only drained.
+func (c *Conn) discarding() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failErr != nil
 }

@@ -20,7 +20,7 @@ type poller struct {
 	mu      sync.Mutex
 	conns   map[uint64]*Conn
 	kicked  []*Conn
-	closed  bool // the fds are closed
+	closed  bool               // the fds are closed
 	watched map[*Conn]struct{} // connections with a deadline: backlog or close handshake
 	stop    bool
 }
@@ -295,6 +295,9 @@ func (p *poller) finish(c *Conn, err error) {
 	c.state = stateClosed
 	c.queue, c.ctrl, c.partial = nil, nil, nil
 	info := CloseInfo{PeerCode: c.peer, PeerReason: c.peerRs, Code: c.code, Err: c.finishWith}
+	if c.failErr != nil {
+		info.Err = c.failErr
+	}
 	c.mu.Unlock()
 
 	p.mu.Lock()

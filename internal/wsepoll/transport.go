@@ -176,6 +176,7 @@ func canHijack(w http.ResponseWriter) bool {
 // Start hands the connection to its poller. Bytes the client sent along
 // with the upgrade request are decoded first.
 func (c *Conn) Start() error {
+	early := len(c.in) > 0 // read before the poller owns c.in
 	c.p.t.count.Add(1)
 	if err := c.p.add(c); err != nil {
 		c.p.t.count.Add(-1)
@@ -185,7 +186,7 @@ func (c *Conn) Start() error {
 		unix.Close(c.fd)
 		return err
 	}
-	if len(c.in) > 0 {
+	if early {
 		c.p.kick(c)
 	}
 	return nil

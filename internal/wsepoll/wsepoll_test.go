@@ -32,6 +32,18 @@ type recorder struct {
 	echo   bool
 }
 
+func (r *recorder) closeAt(i int) CloseInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closes[i]
+}
+
+func (r *recorder) messages() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.msgs...)
+}
+
 func newRecorder() *recorder { return &recorder{got: make(chan struct{}, 1024)} }
 
 func (r *recorder) OnMessage(c *Conn, binary bool, data []byte) {
@@ -218,6 +230,8 @@ func (c *rawClient) closed(code int) {
 	if op != opClose || len(p) < 2 || int(binary.BigEndian.Uint16(p)) != code {
 		c.t.Fatalf("got op %#x %q, want close %d", op, p, code)
 	}
+	// As a client does after the server's close: end the TCP stream.
+	c.nc.(*net.TCPConn).CloseWrite()
 	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.br.ReadByte(); err != io.EOF {
 		c.t.Fatalf("after close: %v, want EOF", err)
@@ -247,7 +261,7 @@ func TestEchoWithARealClient(t *testing.T) {
 		t.Fatalf("close handshake: %v", err)
 	}
 	f.rec.wait(t, func() bool { return len(f.rec.closes) == 1 })
-	if ci := f.rec.closes[0]; ci.PeerCode != 1000 || ci.PeerReason != "bye" || ci.Code != 1000 || ci.Err != nil {
+	if ci := f.rec.closeAt(0); ci.PeerCode != 1000 || ci.PeerReason != "bye" || ci.Code != 1000 || ci.Err != nil {
 		t.Fatalf("close info %+v", ci)
 	}
 	if f.tr.Len() != 0 {
@@ -261,7 +275,7 @@ func TestFramesPipelinedWithTheUpgrade(t *testing.T) {
 	second := clientFrame(opText, true, []byte("second"), testMask)
 	f.raw(append(first, second...))
 	f.rec.wait(t, func() bool { return len(f.rec.msgs) == 2 })
-	if f.rec.msgs[0] != `{"t":"hello"}` || f.rec.msgs[1] != "second" {
+	if f.rec.messages()[0] != `{"t":"hello"}` || f.rec.messages()[1] != "second" {
 		t.Fatalf("messages %q", f.rec.msgs)
 	}
 }
@@ -285,7 +299,7 @@ func TestFragmentsAndInterleavedControlFrames(t *testing.T) {
 		t.Fatalf("got %#x %q, want pong p1", op, p)
 	}
 	f.rec.wait(t, func() bool { return len(f.rec.msgs) == 1 })
-	if f.rec.msgs[0] != "hello world" {
+	if f.rec.messages()[0] != "hello world" {
 		t.Fatalf("assembled %q", f.rec.msgs[0])
 	}
 	// A binary message is reported as binary.
@@ -322,7 +336,7 @@ func TestProtocolViolationsClose(t *testing.T) {
 			bad.send(tc.frame)
 			bad.closed(tc.code)
 			f.rec.wait(t, func() bool { return len(f.rec.closes) == i+1 })
-			if ci := f.rec.closes[i]; !errors.Is(ci.Err, tc.err) || ci.Code != tc.code {
+			if ci := f.rec.closeAt(i); !errors.Is(ci.Err, tc.err) || ci.Code != tc.code {
 				t.Fatalf("close info %+v, want %v", ci, tc.err)
 			}
 			// The other connection is unaffected.
@@ -348,14 +362,14 @@ func TestServerCloseHandshake(t *testing.T) {
 	c.send(clientFrame(opText, true, []byte("late"), testMask))
 	c.send(clientFrame(opClose, true, []byte{0x0f, 0xa1}, testMask))
 	f.rec.wait(t, func() bool { return len(f.rec.closes) == 1 })
-	if ci := f.rec.closes[0]; ci.Err != nil || ci.Code != 4001 || ci.PeerCode != 4001 || len(f.rec.msgs) != 0 {
+	if ci := f.rec.closeAt(0); ci.Err != nil || ci.Code != 4001 || ci.PeerCode != 4001 || len(f.rec.messages()) != 0 {
 		t.Fatalf("close info %+v, messages %q", ci, f.rec.msgs)
 	}
 	// A peer that never answers is dropped after CloseTimeout.
 	f.raw(nil)
 	f.conn(1).Close(1012, "service restart")
 	f.rec.wait(t, func() bool { return len(f.rec.closes) == 2 })
-	if ci := f.rec.closes[1]; !errors.Is(ci.Err, ErrCloseTimeout) || ci.Code != 1012 {
+	if ci := f.rec.closeAt(1); !errors.Is(ci.Err, ErrCloseTimeout) || ci.Code != 1012 {
 		t.Fatalf("close info %+v", ci)
 	}
 	// Sending to a closed connection says so.
@@ -370,7 +384,7 @@ func TestPeerVanishes(t *testing.T) {
 	f.conn(0)
 	c.nc.Close()
 	f.rec.wait(t, func() bool { return len(f.rec.closes) == 1 })
-	if ci := f.rec.closes[0]; !errors.Is(ci.Err, ErrPeerGone) || ci.PeerCode != 0 {
+	if ci := f.rec.closeAt(0); !errors.Is(ci.Err, ErrPeerGone) || ci.PeerCode != 0 {
 		t.Fatalf("close info %+v", ci)
 	}
 }
@@ -417,7 +431,7 @@ func TestSlowReader(t *testing.T) {
 		}
 	}
 	f.rec.wait(t, func() bool { return len(f.rec.closes) == 1 })
-	if ci := f.rec.closes[0]; !errors.Is(ci.Err, ErrWriteTimeout) {
+	if ci := f.rec.closeAt(0); !errors.Is(ci.Err, ErrWriteTimeout) {
 		t.Fatalf("close info %+v", ci)
 	}
 }
@@ -508,7 +522,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	a, b := f.raw(nil), f.raw(nil)
 	rec.wait(t, func() bool { return tr.Len() == 2 })
 	tr.Close()
-	if len(rec.closes) != 2 || !errors.Is(rec.closes[0].Err, ErrTransportClosed) {
+	if rec.wait(t, func() bool { return len(rec.closes) == 2 }); !errors.Is(rec.closeAt(0).Err, ErrTransportClosed) {
 		t.Fatalf("closes %+v", rec.closes)
 	}
 	for _, c := range []*rawClient{a, b} {
