@@ -3,12 +3,12 @@ package connection
 import (
 	"context"
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"

@@ -28,12 +28,12 @@ import (
 
 // Options configure a run. Zero values take the defaults in comments.
 type Options struct {
-	Target    string // base URL of the server under test (http://127.0.0.1:8080)
-	APIKey    string // its operator key, for POST /api/v1/notices
-	ServerPID int    // the server's process; 0 finds the one listening on Target's port
-	Links     int    // links to each server (15000)
-	Workers   int    // worker processes (enough for ≤ 9000 links to each server per process)
-	Rounds    int    // fan-out rounds per server (20)
+	Target    string        // base URL of the server under test (http://127.0.0.1:8080)
+	APIKey    string        // its operator key, for POST /api/v1/notices
+	ServerPID int           // the server's process; 0 finds the one listening on Target's port
+	Links     int           // links to each server (15000)
+	Workers   int           // worker processes (enough for ≤ 9000 links to each server per process)
+	Rounds    int           // fan-out rounds per server (20)
 	Gap       time.Duration // pause between rounds (300 ms)
 	Idle      time.Duration // idle time before RSS is sampled (5 s)
 	Stream    string        // stream watched; notices go to stream:<name> ("demo")
@@ -497,4 +497,3 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "\n  ratios to the raw baseline: CPU per message %.2f×, p99 latency %.2f×, p50 latency %.2f×\n", r.CPURatio, r.P99Ratio, r.P50Ratio)
 	}
 }
-

@@ -69,6 +69,8 @@ func RunWorker(in io.Reader, out io.Writer) error {
 		_ = enc.Encode(r)
 	}
 	targets := map[string]*target{}
+	var pending sync.WaitGroup
+	defer pending.Wait()
 	defer func() {
 		for _, t := range targets {
 			t.closeAll()
@@ -102,7 +104,9 @@ func RunWorker(in io.Reader, out io.Writer) error {
 			}
 			t.mu.Unlock()
 			send(reply{Op: "armed", Target: c.Target})
+			pending.Add(1)
 			go func() {
+				defer pending.Done()
 				select {
 				case <-done:
 				case <-time.After(time.Duration(c.Timeout) * time.Millisecond):
