@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/backchannel/backchannel/groups"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/control"
@@ -455,4 +457,30 @@ func TestCoderTransport(t *testing.T) {
 	t.Run("keepalive", TestKeepaliveClosesDeadLinks)
 	t.Run("shutdown", TestShutdownClosesEveryLink)
 	t.Run("resume", TestResume)
+}
+
+// TestTLSLinksUseTheCoderTransport: a listener that terminates TLS itself
+// still serves control links.
+func TestTLSLinksUseTheCoderTransport(t *testing.T) {
+	srv, err := New(Config{ID: "c1", Bus: bus.NewMemory(), Identity: identity.NewIssuer([]byte("s"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewTLSServer(srv.Handler())
+	defer hs.Close()
+	defer srv.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(hs.URL, "https"), &websocket.DialOptions{HTTPClient: hs.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"t":"hello"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, w, err := c.Read(ctx)
+	if err != nil || !bytes.Contains(w, []byte(`"t":"welcome"`)) {
+		t.Fatalf("welcome over TLS: %s %v", w, err)
+	}
 }

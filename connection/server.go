@@ -237,7 +237,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	l := &link{srv: s, openedAt: now.UnixNano(), pending: requestFacts(r, now)}
 	var coder *coderConn
-	if s.cfg.Transport == TransportCoder {
+	// A TLS connection has no socket of its own to poll: such links (a
+	// listener that terminates TLS itself) take the coder transport.
+	if s.cfg.Transport == TransportCoder || r.TLS != nil {
 		c, err := acceptCoder(w, r, s, l)
 		if err != nil {
 			s.metrics.rejected.WithLabelValues("upgrade").Inc()

@@ -109,11 +109,9 @@ func (t *Transport) Upgrade(w http.ResponseWriter, r *http.Request, h Handler) (
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return nil, ErrTransportClosed
 	}
-	if _, ok := w.(http.Hijacker); !ok {
-		if !canHijack(w) {
-			http.Error(w, "websocket: connection cannot be upgraded", http.StatusInternalServerError)
-			return nil, errNotHijackable
-		}
+	if r.TLS != nil || !canHijack(w) {
+		http.Error(w, "websocket: this connection cannot be served by the epoll transport", http.StatusInternalServerError)
+		return nil, errNotHijackable
 	}
 	nc, rw, _, err := upgrader.Upgrade(r, w)
 	if err != nil {
