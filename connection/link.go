@@ -26,6 +26,10 @@ type link struct {
 	tokensAt int64
 
 	wheelAt int64 // slot the wheel will check this link in; wheel.mu
+	// spread delays this link's keepalive by up to half an interval, so
+	// that links which connected together (a reconnect storm, a drain) are
+	// not pinged together forever after.
+	spread int64
 
 	mu       sync.Mutex
 	sid      string // set at hello
@@ -235,15 +239,15 @@ func (l *link) check(now int64) {
 		s.wheel.schedule(l, pingSent+interval)
 		return
 	}
-	if now-last >= interval {
-		l.mu.Lock()
-		l.pingSent = now
-		l.mu.Unlock()
-		l.ws.Ping()
-		s.wheel.schedule(l, now+interval)
+	if due := last + interval + l.spread; now < due {
+		s.wheel.schedule(l, due)
 		return
 	}
-	s.wheel.schedule(l, last+interval)
+	l.mu.Lock()
+	l.pingSent = now
+	l.mu.Unlock()
+	l.ws.Ping()
+	s.wheel.schedule(l, now+interval)
 }
 
 // announcement is the open message that re-announces the link upward.

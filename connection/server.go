@@ -235,7 +235,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	l := &link{srv: s, openedAt: now.UnixNano(), pending: requestFacts(r, now)}
+	l := &link{srv: s, openedAt: now.UnixNano(), pending: requestFacts(r, now),
+		spread: mrand.Int64N(int64(s.cfg.PingInterval)/2 + 1)}
 	var coder *coderConn
 	// A TLS connection has no socket of its own to poll: such links (a
 	// listener that terminates TLS itself) take the coder transport.
@@ -717,9 +718,11 @@ func (s *Server) fanout(group string, payload []byte, critical bool) {
 	if shards <= 1 {
 		deliver(members)
 	} else {
+		// The first share is written on this goroutine: one hand-off fewer
+		// before the first bytes leave.
 		var wg sync.WaitGroup
 		per := (n + shards - 1) / shards
-		for i := 0; i < n; i += per {
+		for i := per; i < n; i += per {
 			part := members[i:min(i+per, n)]
 			wg.Add(1)
 			go func() {
@@ -727,6 +730,7 @@ func (s *Server) fanout(group string, payload []byte, critical bool) {
 				deliver(part)
 			}()
 		}
+		deliver(members[:per])
 		wg.Wait()
 	}
 	s.metrics.messagesOut.Add(float64(n))

@@ -62,6 +62,13 @@ type ServerResult struct {
 	RoundP99Median float64 `json:"round_p99_median_ms"`
 	MsgsPerSec     float64 `json:"delivered_per_s"`
 	CPUPerMsgUS    float64 `json:"cpu_per_msg_us"`
+	PerRound       []Round `json:"rounds"`
+}
+
+// Round is one fan-out round of one server.
+type Round struct {
+	Latency Dist    `json:"latency"`
+	CPUMS   float64 `json:"cpu_ms"` // server CPU during the round, idle rate subtracted
 }
 
 // Result is a run's outcome.
@@ -310,10 +317,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			el := time.Since(start).Seconds()
 			p1, _ := SampleProc(s.PID)
-			cpu[s.Name] += max(0, p1.CPUSeconds-p0.CPUSeconds-idleRate[s.Name]*el)
+			rc := max(0, p1.CPUSeconds-p0.CPUSeconds-idleRate[s.Name]*el)
+			cpu[s.Name] += rc
 			s.Delivered += len(rl)
 			s.Expected += s.Links
 			d := Summarize(cloneFloats(rl))
+			s.PerRound = append(s.PerRound, Round{Latency: d, CPUMS: rc * 1000})
 			roundP99[s.Name] = append(roundP99[s.Name], d.P99)
 			span[s.Name] += d.Max / 1000
 			lat[s.Name] = append(lat[s.Name], rl...)

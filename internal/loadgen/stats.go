@@ -8,6 +8,7 @@ import (
 // Dist summarizes latencies in milliseconds.
 type Dist struct {
 	N   int     `json:"n"`
+	Min float64 `json:"min_ms"`
 	P50 float64 `json:"p50_ms"`
 	P99 float64 `json:"p99_ms"`
 	Max float64 `json:"max_ms"`
@@ -23,7 +24,7 @@ func Summarize(xs []float64) Dist {
 		i := int(math.Ceil(p*float64(len(xs)))) - 1
 		return xs[max(0, min(i, len(xs)-1))]
 	}
-	return Dist{N: len(xs), P50: rank(0.50), P99: rank(0.99), Max: xs[len(xs)-1]}
+	return Dist{N: len(xs), Min: xs[0], P50: rank(0.50), P99: rank(0.99), Max: xs[len(xs)-1]}
 }
 
 func median(xs []float64) float64 {
