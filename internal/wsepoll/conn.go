@@ -81,12 +81,13 @@ type Conn struct {
 	lastRead atomic.Int64 // unix ns of the last frame from the peer
 
 	// Touched by the poller goroutine only.
-	in     []byte // start of a frame not yet complete
-	msg    []byte // fragments of a message being assembled
-	msgOp  byte
-	armed  bool // EPOLLOUT requested
-	peer   int  // peer's close code
-	peerRs string
+	in        []byte // start of a frame not yet complete
+	msg       []byte // fragments of a message being assembled
+	msgOp     byte
+	armed     bool // EPOLLOUT requested
+	discarded int  // bytes thrown away after a protocol violation
+	peer      int  // peer's close code
+	peerRs    string
 
 	mu         sync.Mutex
 	state      connState
@@ -302,7 +303,16 @@ func write(fd int, b []byte) (int, error) {
 // reports whether the connection is still worth reading.
 func (c *Conn) consume(data []byte, now int64) bool {
 	if c.discarding() {
+		// A peer that broke the protocol gets CloseTimeout to read our
+		// close frame, but not an unbounded stream of bytes to throw away.
 		c.in = nil
+		c.discarded += len(data)
+		if c.discarded > maxDiscard {
+			c.mu.Lock()
+			c.finishLocked(c.failErr)
+			c.mu.Unlock()
+			return false
+		}
 		return true
 	}
 	max := c.p.t.cfg.MaxMessage
@@ -461,6 +471,9 @@ func (c *Conn) fail(err error) {
 		c.p.watch(c)
 	}
 }
+
+// maxDiscard is how much a peer that broke the protocol may still send.
+const maxDiscard = 256 << 10
 
 // discarding reports whether the peer broke the protocol and its bytes
 // are only drained.

@@ -192,8 +192,13 @@ func (p *poller) run() {
 	}
 }
 
+// maxReadsPerEvent bounds the reads one readiness event gets, so that a
+// peer that never stops sending cannot keep the poller from the others:
+// level-triggered epoll reports it again on the next round.
+const maxReadsPerEvent = 4
+
 func (p *poller) read(c *Conn, now int64) {
-	for {
+	for range maxReadsPerEvent {
 		n, err := unix.Read(c.fd, p.buf)
 		switch {
 		case n > 0:

@@ -552,3 +552,29 @@ func TestBadUpgradeRefused(t *testing.T) {
 		t.Fatalf("plain GET: %d, want 400", resp.StatusCode)
 	}
 }
+
+// TestFloodAfterViolationIsCutShort: a peer that breaks the protocol and
+// keeps sending is dropped once it has sent maxDiscard more bytes, and a
+// connection on the same poller is served meanwhile.
+func TestFloodAfterViolationIsCutShort(t *testing.T) {
+	f := newFixture(t, Config{Pollers: 1, CloseTimeout: 30 * time.Second})
+	good := f.raw(nil)
+	bad := f.raw(nil)
+	bad.send(clientFrame(opText, true, []byte("x"), nil)) // unmasked
+	go func() {
+		junk := make([]byte, 64<<10)
+		for i := 0; i < 64; i++ {
+			if _, err := bad.nc.Write(junk); err != nil {
+				return
+			}
+		}
+	}()
+	good.send(clientFrame(opPing, true, []byte("still here"), testMask))
+	if op, p := good.next(); op != opPong || string(p) != "still here" {
+		t.Fatalf("good connection: %#x %q", op, p)
+	}
+	f.rec.wait(t, func() bool { return len(f.rec.closes) == 1 })
+	if ci := f.rec.closeAt(0); !errors.Is(ci.Err, ErrProtocol) {
+		t.Fatalf("close info %+v", ci)
+	}
+}
