@@ -50,8 +50,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	handle("POST /api/v1/keys", s.createKey)
 	handle("DELETE /api/v1/keys/{id}", s.deleteKey)
 
-	// Routes of other files (notices.go, streamkeys.go) are registered
-	// here, before the catch-all below.
+	handle("POST /api/v1/notices", s.postNotice)
 
 	mux.Handle("/api/v1/", s.auth(http.HandlerFunc(routes.notFound)))
 }

@@ -424,7 +424,7 @@ func (s *Server) StreamEvent(ev media.Event) {
 // that holds links. Critical messages are never dropped by a slow link's
 // queue.
 func (s *Server) PublishGroup(ctx context.Context, group string, m control.ServerMessage, critical bool) error {
-	data, conns := s.groupMessage(group, m, critical)
+	data, conns, _ := s.groupMessage(group, m, critical)
 	var errs []error
 	for _, c := range conns {
 		if err := s.cfg.Bus.Publish(ctx, bus.Downward(c), data); err != nil {
@@ -436,16 +436,17 @@ func (s *Server) PublishGroup(ctx context.Context, group string, m control.Serve
 	return errors.Join(errs...)
 }
 
-// groupMessage encodes a group message and lists the connection servers
-// to send it to.
-func (s *Server) groupMessage(group string, m control.ServerMessage, critical bool) ([]byte, []string) {
+// groupMessage encodes a group message with the group's next offset and
+// lists the connection servers to send it to.
+func (s *Server) groupMessage(group string, m control.ServerMessage, critical bool) ([]byte, []string, uint64) {
 	s.mu.Lock()
 	s.offsets[group]++
-	payload := control.EncodeGroup(m, group, s.offsets[group], s.epoch)
+	off := s.offsets[group]
+	payload := control.EncodeGroup(m, group, off, s.epoch)
 	conns := s.connsLocked()
 	s.mu.Unlock()
 	slices.Sort(conns)
-	return groups.SendGroup(group, payload, critical).Encode(), conns
+	return groups.SendGroup(group, payload, critical).Encode(), conns, off
 }
 
 // connsLocked lists the connection servers to send group messages to:

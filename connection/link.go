@@ -1,38 +1,53 @@
 package connection
 
 import (
-	"context"
+	"encoding/json"
+	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/backchannel/backchannel/groups"
 	"github.com/backchannel/backchannel/internal/control"
+	"github.com/backchannel/backchannel/internal/wsepoll"
 )
 
-// link is one control link. Its state is kept small: the reading goroutine
-// is the HTTP handler's own, and a writer goroutine exists only while the
-// send queue is non-empty.
+// link is one control link. No goroutine belongs to it: its transport
+// calls OnMessage and OnClose, the fan-out writes to it directly, and the
+// server's timing wheel checks its deadlines. So it is kept small.
 type link struct {
 	srv *Server
 	ws  wsConn
 
-	sid string // set at hello; immutable afterwards
-	uid string
+	openedAt int64         // unix ns
+	pending  *groups.Facts // request facts until hello
 
-	lastRead atomic.Int64 // unix ns of the last frame read, for keepalive
-
-	// Token bucket, touched only by the reading goroutine.
+	// Token bucket, touched only by the transport's event goroutine.
 	tokens   float64
 	tokensAt int64
 
+	wheelAt int64 // slot the wheel will check this link in; wheel.mu
+	// spread delays this link's keepalive by up to half an interval, so
+	// that links which connected together (a reconnect storm, a drain) are
+	// not pinged together forever after.
+	spread int64
+
 	mu       sync.Mutex
-	queue    [][]byte
-	flushing bool
-	closing  bool
+	sid      string // set at hello
+	uid      string
+	streams  []string // from a viewer JWT; nil = any
+	facts    []byte   // JSON groups.Facts, to re-announce the link after a bus reset
 	seq      uint64
+	pingSent int64 // unix ns of an unanswered keepalive ping
+	closing  bool
+	gone     bool
 	code     int    // close code, when the server closed the link
 	reason   string // metrics reason, when the server closed the link
+}
+
+func (l *link) ident() (sid, uid string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sid, l.uid
 }
 
 // allow takes one token from the link's bucket.
@@ -54,97 +69,47 @@ func (l *link) allow(now int64) bool {
 	return true
 }
 
-// sendOne queues a message for this link alone, stamped with the next seq.
-func (l *link) sendOne(msg []byte, critical bool) bool {
+// sendOne sends a message to this link alone, stamped with the next seq.
+func (l *link) sendOne(msg []byte, critical bool) {
 	l.mu.Lock()
 	l.seq++
 	seq := l.seq
 	l.mu.Unlock()
-	return l.enqueue(control.WithSeq(msg, seq), critical)
+	l.deliver(newFrame(control.WithSeq(msg, seq)), "", critical)
 }
 
-// enqueue queues bytes for writing. Non-critical messages are dropped when
-// the queue is past its soft limit; critical ones are never dropped, and a
-// queue past its hard limit means the client cannot keep up: enqueue then
-// reports false and the caller closes the link.
-func (l *link) enqueue(msg []byte, critical bool) bool {
-	cfg := &l.srv.cfg
-	l.mu.Lock()
-	if l.closing {
-		l.mu.Unlock()
+func newFrame(payload []byte) []byte { return wsepoll.Frame(payload) }
+
+// deliver hands a frame to the transport and applies the slow-consumer
+// policy to the outcome. It reports whether the frame was accepted.
+func (l *link) deliver(frame []byte, key string, critical bool) bool {
+	switch l.ws.Send(frame, key, critical) {
+	case wsepoll.Sent, wsepoll.Queued:
 		return true
-	}
-	n := len(l.queue)
-	if n >= cfg.QueueHard {
-		l.mu.Unlock()
-		return false
-	}
-	if n >= cfg.QueueSoft && !critical {
-		l.mu.Unlock()
+	case wsepoll.Replaced, wsepoll.Dropped:
 		l.srv.metrics.dropped.Inc()
 		return true
+	case wsepoll.Overflow:
+		l.close(control.CloseSlowConsumer, "send queue overflow", "slow_consumer")
 	}
-	l.queue = append(l.queue, msg)
-	start := !l.flushing
-	l.flushing = true
-	l.mu.Unlock()
-	if start {
-		l.srv.flushers.Add(1)
-		go l.flush()
-	}
-	return true
+	return false
 }
 
-// flush writes queued messages and exits as soon as the queue is empty.
-func (l *link) flush() {
-	defer l.srv.flushers.Done()
-	var batch [][]byte
-	for {
-		l.mu.Lock()
-		if len(l.queue) == 0 || l.closing {
-			l.flushing = false
-			l.queue = nil
-			l.mu.Unlock()
-			return
-		}
-		batch, l.queue = l.queue, batch[:0]
-		l.mu.Unlock()
-		for i, msg := range batch {
-			ctx, cancel := context.WithTimeout(l.srv.ctx, l.srv.cfg.WriteTimeout)
-			err := l.ws.Write(ctx, msg)
-			cancel()
-			batch[i] = nil
-			if err != nil {
-				l.mu.Lock()
-				l.flushing = false
-				l.queue = nil
-				l.mu.Unlock()
-				l.abort(control.CloseSlowConsumer, "write_failed")
-				return
-			}
-			l.srv.metrics.messagesOut.Inc()
-		}
-	}
-}
-
-// close starts the close handshake from outside the reading goroutine; that
-// goroutine sees its Read fail and cleans up. Only the first call counts.
+// close starts the close handshake; only the first close or abort counts.
 func (l *link) close(code int, text, reason string) {
-	if !l.markClosing(code, reason) {
-		return
+	if l.markClosing(code, reason) {
+		l.srv.metrics.closes.WithLabelValues(reason).Inc()
+		l.ws.Close(code, text)
 	}
-	l.srv.metrics.closes.WithLabelValues(reason).Inc()
-	go func() { _ = l.ws.Close(code, text) }()
 }
 
 // abort drops a link whose peer is unresponsive: a close handshake would
 // only wait for it.
 func (l *link) abort(code int, reason string) {
-	if !l.markClosing(code, reason) {
-		return
+	if l.markClosing(code, reason) {
+		l.srv.metrics.closes.WithLabelValues(reason).Inc()
+		l.ws.Abort()
 	}
-	l.srv.metrics.closes.WithLabelValues(reason).Inc()
-	_ = l.ws.CloseNow()
 }
 
 // markClosing records why the server is closing the link and reports
@@ -152,88 +117,147 @@ func (l *link) abort(code int, reason string) {
 func (l *link) markClosing(code int, reason string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closing {
+	if l.closing || l.gone {
 		return false
 	}
 	l.closing = true
 	l.code, l.reason = code, reason
-	l.queue = nil
 	return true
 }
 
-// fail closes the link from its reading goroutine, which then returns.
-func (l *link) fail(code int, text, reason string) {
-	if l.markClosing(code, reason) {
-		l.srv.metrics.closes.WithLabelValues(reason).Inc()
-		_ = l.ws.Close(code, text)
-	}
-}
-
-// serve reads frames until the link ends. It runs on the HTTP handler's
-// goroutine.
-func (l *link) serve(facts *groups.Facts) {
+// OnMessage handles one client frame (wsepoll.Handler).
+func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 	s := l.srv
-	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, func() {
-		l.close(control.CloseHelloTimeout, "hello timeout", "hello_timeout")
-	})
-	defer helloTimer.Stop()
-	var readErr error
-	for {
-		binary, data, err := l.ws.Read(s.ctx)
-		if err != nil {
-			readErr = err
-			break
-		}
-		now := time.Now().UnixNano()
-		l.lastRead.Store(now)
-		if binary {
-			l.fail(control.CloseUnsupportedData, "binary frames are not accepted", "binary")
-			break
-		}
-		if !l.allow(now) {
-			l.fail(control.CloseRateLimited, "rate limit exceeded", "rate_limited")
-			break
-		}
-		msg, err := control.DecodeClient(data)
-		if err != nil {
-			code := control.CloseCodeFor(err)
-			text, reason := "malformed message", "malformed"
-			if code == control.CloseUnknownType {
-				text, reason = "unknown message type", "unknown_type"
-			}
-			s.log.Debug("closing link on a bad frame", "sid", l.sid, "err", err)
-			l.fail(code, text, reason)
-			break
-		}
-		if l.sid == "" {
-			if msg.Hello == nil {
-				l.fail(control.CloseProtocolError, "hello expected first", "protocol")
-				break
-			}
-			if !helloTimer.Stop() {
-				break // the hello timeout fired meanwhile
-			}
-			facts.Hello = data
-			if !s.hello(l, msg.Hello, facts) {
-				break
-			}
-			facts = nil
-			continue
-		}
-		if msg.Hello != nil {
-			l.fail(control.CloseProtocolError, "hello sent twice", "protocol")
-			break
-		}
-		s.metrics.messagesIn.WithLabelValues(msg.Type).Inc()
-		s.up.add(groups.ClientMessage(s.cfg.ID, l.sid, l.uid, msg.Type, data))
+	l.mu.Lock()
+	closing, sid := l.closing, l.sid
+	l.mu.Unlock()
+	if closing {
+		return
 	}
-	if readErr != nil && errorIsTooBig(readErr) {
-		if l.markClosing(control.CloseTooBig, "too_big") {
-			s.metrics.closes.WithLabelValues("too_big").Inc()
-		}
+	now := time.Now().UnixNano()
+	if binary {
+		l.close(control.CloseUnsupportedData, "binary frames are not accepted", "binary")
+		return
 	}
-	_ = l.ws.CloseNow()
-	s.unregister(l, peerCloseCode(readErr))
+	if !l.allow(now) {
+		l.close(control.CloseRateLimited, "rate limit exceeded", "rate_limited")
+		return
+	}
+	msg, err := control.DecodeClient(data)
+	if err != nil {
+		code := control.CloseCodeFor(err)
+		text, reason := "malformed message", "malformed"
+		if code == control.CloseUnknownType {
+			text, reason = "unknown message type", "unknown_type"
+		}
+		s.log.Debug("closing link on a bad frame", "sid", sid, "err", err)
+		l.close(code, text, reason)
+		return
+	}
+	if sid == "" {
+		if msg.Hello == nil {
+			l.close(control.CloseProtocolError, "hello expected first", "protocol")
+			return
+		}
+		s.hello(l, msg.Hello, data)
+		return
+	}
+	if msg.Hello != nil {
+		l.close(control.CloseProtocolError, "hello sent twice", "protocol")
+		return
+	}
+	s.metrics.messagesIn.WithLabelValues(msg.Type).Inc()
+	if msg.Resume != nil && s.resume(l, msg.Resume, data, now) {
+		return // recovered: the application has nothing to re-send
+	}
+	l.mu.Lock()
+	uid := l.uid
+	l.mu.Unlock()
+	s.up.add(groups.ClientMessage(s.cfg.ID, sid, uid, msg.Type, data))
 }
 
-func errorIsTooBig(err error) bool { return err == errFrameTooBig }
+// OnClose forgets the link (wsepoll.Handler).
+func (l *link) OnClose(_ *wsepoll.Conn, info wsepoll.CloseInfo) {
+	s := l.srv
+	l.mu.Lock()
+	serverClosed := l.closing
+	l.closing, l.gone = true, true
+	code, reason := l.code, l.reason
+	l.mu.Unlock()
+	if !serverClosed {
+		code = info.PeerCode
+		switch {
+		case errors.Is(info.Err, wsepoll.ErrTooBig):
+			code, reason = control.CloseTooBig, "too_big"
+		case errors.Is(info.Err, wsepoll.ErrInvalidUTF8):
+			code, reason = control.CloseInvalidPayload, "malformed"
+		case errors.Is(info.Err, wsepoll.ErrProtocol):
+			code, reason = info.Code, "ws_protocol"
+		case errors.Is(info.Err, wsepoll.ErrWriteTimeout):
+			code, reason = control.CloseSlowConsumer, "write_failed"
+		case errors.Is(info.Err, wsepoll.ErrTransportClosed):
+			code, reason = closeServiceRestart, "shutdown"
+		case info.PeerCode != 0:
+			reason = "client_closed"
+		default:
+			reason = "connection_lost"
+		}
+		s.metrics.closes.WithLabelValues(reason).Inc()
+	}
+	s.unregister(l, code, reason)
+}
+
+// check enforces the link's deadlines when the wheel comes round: the
+// hello timeout, then keepalive (ping a link silent for PingInterval, drop
+// it if the pong does not come within another).
+func (l *link) check(now int64) {
+	s := l.srv
+	l.mu.Lock()
+	if l.closing || l.gone {
+		l.mu.Unlock()
+		return
+	}
+	helloed := l.sid != ""
+	pingSent := l.pingSent
+	l.mu.Unlock()
+	if !helloed {
+		due := l.openedAt + int64(s.cfg.HelloTimeout)
+		if now >= due {
+			l.close(control.CloseHelloTimeout, "hello timeout", "hello_timeout")
+			return
+		}
+		s.wheel.schedule(l, due)
+		return
+	}
+	interval := int64(s.cfg.PingInterval)
+	last := l.ws.LastRead()
+	if pingSent > last {
+		if now >= pingSent+interval {
+			l.abort(control.CloseGoingAway, "ping_timeout")
+			return
+		}
+		s.wheel.schedule(l, pingSent+interval)
+		return
+	}
+	if due := last + interval + l.spread; now < due {
+		s.wheel.schedule(l, due)
+		return
+	}
+	l.mu.Lock()
+	l.pingSent = now
+	l.mu.Unlock()
+	l.ws.Ping()
+	s.wheel.schedule(l, now+interval)
+}
+
+// announcement is the open message that re-announces the link upward.
+func (l *link) announcement(connID string, attrs groups.Attrs) (groups.Mirror, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sid == "" || l.closing || l.gone {
+		return groups.Mirror{}, false
+	}
+	var f groups.Facts
+	_ = json.Unmarshal(l.facts, &f)
+	return groups.LinkOpened(connID, l.sid, l.uid, l.streams, f, attrs), true
+}

@@ -8,13 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"path"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +28,7 @@ import (
 	"github.com/backchannel/backchannel/internal/control"
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/problem"
+	"github.com/backchannel/backchannel/internal/wsepoll"
 )
 
 // Config configures a connection server. Zero values of the tuning fields
@@ -36,15 +42,30 @@ type Config struct {
 	Logger         *slog.Logger
 	Metrics        prometheus.Registerer
 
+	// Transport is TransportEpoll (default: internal/wsepoll, no goroutine
+	// per idle link; needs a plain TCP listener) or TransportCoder
+	// (coder/websocket, a goroutine per link; works behind TLS listeners).
+	Transport string
+
 	HelloTimeout time.Duration // first frame deadline (5 s)
+	MaxMessage   int           // largest client message (control.MaxFrame, 16 KiB)
 	RateLimit    float64       // client frames per second per link (20)
 	RateBurst    int           // token bucket size (40)
 	QueueSoft    int           // queued messages past which non-critical ones are dropped (64)
 	QueueHard    int           // queued messages past which the link is closed as too slow (256)
-	WriteTimeout time.Duration // one frame write (10 s)
-	PingInterval time.Duration // keepalive period over all links (25 s)
+	WriteTimeout time.Duration // a link whose socket takes nothing for this long is dropped (10 s)
+	PingInterval time.Duration // keepalive: ping links silent this long, drop them if no pong within as long again (25 s)
 	FlushDelay   time.Duration // longest wait before relaying client messages upward (20 ms)
+	HistorySize  int           // group messages kept per group for resume (128)
+	HistoryTTL   time.Duration // how long a group message is kept for resume (2 min)
+	DrainWindow  time.Duration // Shutdown spreads its links' closes over this long (5 s)
+	FanoutShard  int           // group sends to more links than this are written by several goroutines (2048)
 }
+
+// closeServiceRestart (RFC 6455 1012) tells a client that this server is
+// going away and it should reconnect, to another server, after a jittered
+// delay.
+const closeServiceRestart = 1012
 
 // Server is a connection server.
 type Server struct {
@@ -57,14 +78,24 @@ type Server struct {
 	ctx    context.Context // ends at Shutdown; parent of every link operation
 	cancel context.CancelFunc
 
+	history *history
+	// resettable: the bus can lose shared state (bus.Resetter), so links
+	// keep their raw facts for re-announcing.
+	resettable bool
+
+	startOnce sync.Once
+	startErr  error
+	epoll     *wsepoll.Transport
+	wheel     *wheel
+
 	mu       sync.Mutex
 	conns    map[*link]struct{} // every accepted link, hello or not
 	bySid    map[string]*link   // links that said hello
 	stopping bool
+	drained  chan struct{} // closed when conns empties after Shutdown began
 
-	handlers sync.WaitGroup // link handler goroutines
-	flushers sync.WaitGroup // per-link writer goroutines
-	pings    sync.WaitGroup
+	handlers sync.WaitGroup // HTTP handlers inside an upgrade (and coder links)
+	writers  sync.WaitGroup // coder transport's writer and ping goroutines
 }
 
 // New checks cfg and returns a server. It starts no goroutine: call Run to
@@ -96,7 +127,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
+	setDefault(&cfg.Transport, TransportEpoll)
+	if cfg.Transport != TransportEpoll && cfg.Transport != TransportCoder {
+		return nil, fmt.Errorf("connection: unknown Transport %q", cfg.Transport)
+	}
 	setDefault(&cfg.HelloTimeout, 5*time.Second)
+	setDefault(&cfg.MaxMessage, control.MaxFrame)
+	setDefault(&cfg.HistorySize, 128)
+	setDefault(&cfg.HistoryTTL, 2*time.Minute)
+	setDefault(&cfg.DrainWindow, 5*time.Second)
+	setDefault(&cfg.FanoutShard, 2048)
 	setDefault(&cfg.RateLimit, 20)
 	setDefault(&cfg.RateBurst, 40)
 	setDefault(&cfg.QueueSoft, 64)
@@ -118,7 +158,9 @@ func New(cfg Config) (*Server, error) {
 		index:   groups.NewIndex[*link](),
 		conns:   make(map[*link]struct{}),
 		bySid:   make(map[string]*link),
+		history: newHistory(cfg.HistorySize, cfg.HistoryTTL),
 	}
+	_, s.resettable = cfg.Bus.(bus.Resetter)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.up = newUpward(s)
 	return s, nil
@@ -136,6 +178,14 @@ func (s *Server) Links() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.bySid)
+}
+
+// Draining reports whether Shutdown has begun: the server refuses new
+// links and is closing its open ones. A /connect picker skips it.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 // GroupCount returns how many of this server's links belong to a group,
@@ -179,21 +229,79 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
-	ws, err := acceptCoder(w, r, control.MaxFrame)
-	if err != nil {
-		s.metrics.rejected.WithLabelValues("upgrade").Inc()
-		return // Accept has answered the request
+	if err := s.start(); err != nil {
+		s.log.Error("starting the WebSocket transport", "err", err)
+		problem.Write(w, http.StatusInternalServerError, "the control-link transport is not available")
+		return
 	}
-	l := &link{srv: s, ws: ws}
+	now := time.Now()
+	l := &link{srv: s, openedAt: now.UnixNano(), pending: requestFacts(r, now),
+		spread: mrand.Int64N(int64(s.cfg.PingInterval)/2 + 1)}
+	var coder *coderConn
+	// A TLS connection has no socket of its own to poll: such links (a
+	// listener that terminates TLS itself) take the coder transport.
+	if s.cfg.Transport == TransportCoder || r.TLS != nil {
+		c, err := acceptCoder(w, r, s, l)
+		if err != nil {
+			s.metrics.rejected.WithLabelValues("upgrade").Inc()
+			return // Accept has answered the request
+		}
+		coder, l.ws = c, c
+	} else {
+		c, err := s.epoll.Upgrade(w, r, l)
+		if err != nil {
+			s.metrics.rejected.WithLabelValues("upgrade").Inc()
+			s.log.Debug("upgrade refused", "err", err)
+			return // Upgrade has answered the request
+		}
+		l.ws = c
+	}
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		_ = ws.Close(control.CloseGoingAway, "server shutting down")
+		l.ws.Close(closeServiceRestart, "service restart")
+		if coder != nil {
+			coder.serve()
+		} else {
+			l.ws.(*wsepoll.Conn).Discard()
+		}
 		return
 	}
 	s.conns[l] = struct{}{}
 	s.mu.Unlock()
-	l.serve(requestFacts(r))
+	s.wheel.schedule(l, l.openedAt+int64(s.cfg.HelloTimeout))
+	if coder != nil {
+		coder.serve() // this goroutine reads until the link ends
+		return
+	}
+	if err := l.ws.(*wsepoll.Conn).Start(); err != nil {
+		s.log.Warn("registering a link with the poller", "err", err)
+		l.OnClose(nil, wsepoll.CloseInfo{Err: err})
+	}
+}
+
+// start creates the transport and the timing wheel on the first link, so
+// that a server that never serves starts no goroutine.
+func (s *Server) start() error {
+	s.startOnce.Do(func() {
+		if s.cfg.Transport == TransportEpoll {
+			s.epoll, s.startErr = wsepoll.New(wsepoll.Config{
+				MaxMessage:   s.cfg.MaxMessage,
+				QueueSoft:    s.cfg.QueueSoft,
+				QueueHard:    s.cfg.QueueHard,
+				WriteTimeout: s.cfg.WriteTimeout,
+				Logger:       s.log,
+			})
+			if s.startErr != nil {
+				return
+			}
+		}
+		tick := min(100*time.Millisecond, s.cfg.HelloTimeout/4, s.cfg.PingInterval/4)
+		tick = max(tick, 5*time.Millisecond)
+		s.wheel = newWheel(tick, max(s.cfg.HelloTimeout, s.cfg.PingInterval))
+		go s.wheel.run()
+	})
+	return s.startErr
 }
 
 // originAllowed applies the allow-list: a browser's Origin must be the
@@ -224,13 +332,13 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
-func requestFacts(r *http.Request) *groups.Facts {
+func requestFacts(r *http.Request, now time.Time) *groups.Facts {
 	f := &groups.Facts{
 		IP:             r.RemoteAddr,
 		UserAgent:      r.UserAgent(),
 		AcceptLanguage: r.Header.Get("Accept-Language"),
 		Origin:         r.Header.Get("Origin"),
-		OpenedAt:       time.Now().UTC(),
+		OpenedAt:       now.UTC(),
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		f.IP = host
@@ -247,27 +355,43 @@ func requestFacts(r *http.Request) *groups.Facts {
 }
 
 // hello registers a link that said hello, answers welcome and mirrors the
-// new profile upward. It reports false if the link had to be closed.
-func (s *Server) hello(l *link, h *control.Hello, facts *groups.Facts) bool {
+// new profile upward.
+func (s *Server) hello(l *link, h *control.Hello, frame []byte) {
 	id, token, _, err := s.cfg.Identity.Resolve(h.Token)
 	if err != nil {
 		s.log.Error("issuing an identity", "err", err)
-		l.fail(control.CloseInternalError, "cannot issue an identity", "internal")
-		return false
+		l.close(control.CloseInternalError, "cannot issue an identity", "internal")
+		return
 	}
 	sid, err := newSID()
 	if err != nil {
-		l.fail(control.CloseInternalError, "cannot issue a session id", "internal")
-		return false
+		l.close(control.CloseInternalError, "cannot issue a session id", "internal")
+		return
+	}
+	facts := l.pending
+	facts.Hello = append(json.RawMessage(nil), frame...)
+	var factsJSON []byte
+	if s.resettable {
+		// Kept only where a bus reset can make the link's re-announcement
+		// necessary: it is the largest part of a link's memory.
+		factsJSON, _ = json.Marshal(facts)
 	}
 	attrs := groups.Attrs{groups.AttrConn: s.cfg.ID}
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		l.fail(control.CloseGoingAway, "server shutting down", "shutdown")
-		return false
+		l.close(closeServiceRestart, "service restart", "shutdown")
+		return
 	}
-	l.sid, l.uid = sid, id.UID
+	l.mu.Lock()
+	if l.closing || l.gone {
+		l.mu.Unlock()
+		s.mu.Unlock()
+		return
+	}
+	l.sid, l.uid, l.streams, l.facts = sid, id.UID, id.Streams, factsJSON
+	l.pending = nil
+	l.mu.Unlock()
 	s.bySid[sid] = l
 	s.mu.Unlock()
 	s.index.Add(l, attrs)
@@ -275,38 +399,119 @@ func (s *Server) hello(l *link, h *control.Hello, facts *groups.Facts) bool {
 	s.metrics.messagesIn.WithLabelValues(control.TypeHello).Inc()
 	l.sendOne(control.Encode(control.Welcome{Sid: sid, UID: id.UID, Token: token}), true)
 	s.up.add(groups.LinkOpened(s.cfg.ID, sid, id.UID, id.Streams, *facts, attrs))
-	return true
 }
 
-// unregister forgets a link whose reading goroutine has ended.
-func (s *Server) unregister(l *link, peerCode int) {
+// resumed is the answer to resume: a welcome naming the link again (no
+// token: the one from the hello's welcome stands) and whether every
+// message the client missed was replayed before it.
+type resumed struct {
+	Sid       string `json:"sid"`
+	UID       string `json:"uid"`
+	Recovered bool   `json:"recovered"`
+}
+
+func (resumed) MessageType() string { return control.TypeWelcome }
+
+// maxResumeGroups bounds the work one resume can ask for.
+const maxResumeGroups = 64
+
+// resume replays, for each group the client names, the messages after its
+// offset that this server still holds, then answers welcome with
+// recovered. It reports whether everything was recovered; if not, the
+// caller relays the resume upward so that the application re-sends the
+// link's current state. Replay is limited to groups the link belongs to
+// now, stream groups its identity may watch (a reconnecting client is
+// not back in its stream group until its watch is handled), and global.
+func (s *Server) resume(l *link, r *control.Resume, frame []byte, now int64) bool {
+	// The epoch of each offset travels beside it in "epochs" (a member
+	// control.Resume does not know yet; unknown members are allowed).
+	var extra struct {
+		Epochs map[string]string `json:"epochs"`
+	}
+	_ = json.Unmarshal(frame, &extra)
+	ep := extra.Epochs
+	l.mu.Lock()
+	sid, uid, streams := l.sid, l.uid, l.streams
+	l.mu.Unlock()
+	mine := s.index.GroupsOf(l)
+	recovered := len(r.Offsets) <= maxResumeGroups
+	replayed := 0
+	if recovered {
+		// Sorted for a deterministic replay order across groups.
+		ids := make([]string, 0, len(r.Offsets))
+		for g := range r.Offsets {
+			ids = append(ids, g)
+		}
+		slices.Sort(ids)
+		for _, g := range ids {
+			if !mayReplay(g, mine, streams) {
+				recovered = false
+				continue
+			}
+			e, hasEp := ep[g]
+			frames, ok := s.history.since(g, e, r.Offsets[g], now)
+			ok = ok && hasEp
+			if !ok {
+				recovered = false
+				continue
+			}
+			for _, f := range frames {
+				if !l.deliver(f, "", true) {
+					return true // closed as too slow; nothing more to do
+				}
+				replayed++
+			}
+		}
+	}
+	s.metrics.resumes.WithLabelValues(strconv.FormatBool(recovered)).Inc()
+	s.metrics.replayed.Add(float64(replayed))
+	l.sendOne(control.Encode(resumed{Sid: sid, UID: uid, Recovered: recovered}), true)
+	return recovered
+}
+
+func mayReplay(g string, mine, streams []string) bool {
+	if _, found := slices.BinarySearch(mine, g); found {
+		return true
+	}
+	if attr, v, ok := groups.SplitAutoID(g); ok && attr == groups.AttrStream {
+		return streams == nil || slices.Contains(streams, v)
+	}
+	return false
+}
+
+// unregister forgets a link that has ended and relays the close upward.
+func (s *Server) unregister(l *link, code int, reason string) {
+	l.mu.Lock()
+	sid := l.sid
+	l.mu.Unlock()
 	s.mu.Lock()
 	delete(s.conns, l)
-	registered := l.sid != "" && s.bySid[l.sid] == l
+	registered := sid != "" && s.bySid[sid] == l
 	if registered {
-		delete(s.bySid, l.sid)
+		delete(s.bySid, sid)
+	}
+	if s.drained != nil && len(s.conns) == 0 {
+		close(s.drained)
+		s.drained = nil
 	}
 	s.mu.Unlock()
-
-	l.mu.Lock()
-	code, reason := l.code, l.reason
-	serverClosed := l.closing
-	l.closing = true
-	l.queue = nil
-	l.mu.Unlock()
-	if !serverClosed {
-		code, reason = peerCode, "client_closed"
-		if peerCode == 0 {
-			reason = "connection_lost"
-		}
-		s.metrics.closes.WithLabelValues(reason).Inc()
-	}
 	if !registered {
 		return
 	}
 	s.index.Remove(l)
 	s.metrics.links.Dec()
-	s.up.add(groups.LinkClosed(s.cfg.ID, l.sid, code, reason))
+	s.up.add(groups.LinkClosed(s.cfg.ID, sid, code, reason))
+}
+
+// internAttrs makes attribute names and values canonical strings: a
+// hundred thousand links share a few hundred distinct values, and each
+// would otherwise hold its own copies, decoded from its own mirror message.
+func internAttrs(a groups.Attrs) groups.Attrs {
+	out := make(groups.Attrs, len(a))
+	for k, v := range a {
+		out[unique.Make(k).Value()] = unique.Make(v).Value()
+	}
+	return out
 }
 
 func newSID() (string, error) {
@@ -356,8 +561,9 @@ func (s *Server) wsURL(r *http.Request) string {
 	return scheme + "://" + r.Host + "/ws"
 }
 
-// Run consumes this server's downward topic and the broadcast topic, and
-// pings idle links from one shared ticker, until ctx ends or Shutdown.
+// Run consumes this server's downward topic and the broadcast topic until
+// ctx ends or Shutdown. When the bus can lose its shared state
+// (bus.Resetter), every reset is answered by re-announcing the open links.
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -368,8 +574,12 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, topic := range []string{bus.Downward(s.cfg.ID), bus.Broadcast} {
 		go func() { errc <- s.cfg.Bus.Subscribe(ctx, topic, s.cfg.ID, s.handleDown) }()
 	}
-	ticker := time.NewTicker(s.cfg.PingInterval)
-	defer ticker.Stop()
+	var resets <-chan struct{}
+	if r, ok := s.cfg.Bus.(bus.Resetter); ok {
+		resets = r.Resets()
+	}
+	sweep := time.NewTicker(max(s.cfg.HistoryTTL/4, time.Second))
+	defer sweep.Stop()
 	var err error
 	running := 2
 loop:
@@ -380,60 +590,50 @@ loop:
 		case err = <-errc:
 			running--
 			break loop
-		case <-ticker.C:
-			s.keepalive(ctx)
+		case _, ok := <-resets:
+			if !ok {
+				resets = nil
+				continue
+			}
+			n := s.reannounce()
+			s.log.Info("bus reset: re-announced open links", "links", n)
+		case now := <-sweep.C:
+			s.history.sweep(now.UnixNano())
 		}
 	}
 	cancel()
 	for ; running > 0; running-- {
 		<-errc
 	}
-	s.pings.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("connection: consuming the bus: %w", err)
 	}
 	return nil
 }
 
-// keepalive pings every link that has been silent for a whole interval,
-// a bounded number at a time.
-func (s *Server) keepalive(ctx context.Context) {
-	cutoff := time.Now().Add(-s.cfg.PingInterval).UnixNano()
-	var idle []*link
+// reannounce sends an open message for every link that said hello, with
+// its raw facts and current attributes, so that an application server that
+// lost its profiles in a bus reset rebuilds them.
+func (s *Server) reannounce() int {
 	s.mu.Lock()
+	links := make([]*link, 0, len(s.bySid))
 	for _, l := range s.bySid {
-		if l.lastRead.Load() < cutoff {
-			idle = append(idle, l)
-		}
+		links = append(links, l)
 	}
 	s.mu.Unlock()
-	if len(idle) == 0 {
-		return
-	}
-	s.pings.Add(1)
-	go func() {
-		defer s.pings.Done()
-		sem := make(chan struct{}, 64)
-		var wg sync.WaitGroup
-		for _, l := range idle {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				wg.Wait()
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				pctx, cancel := context.WithTimeout(ctx, s.cfg.PingInterval)
-				defer cancel()
-				if err := l.ws.Ping(pctx); err != nil && ctx.Err() == nil {
-					l.abort(control.CloseGoingAway, "ping_timeout")
-				}
-			}()
+	n := 0
+	for _, l := range links {
+		attrs, ok := s.index.Attrs(l)
+		if !ok {
+			continue
 		}
-		wg.Wait()
-	}()
+		if m, ok := l.announcement(s.cfg.ID, attrs); ok {
+			s.up.add(m)
+			n++
+		}
+	}
+	s.metrics.reannounced.Add(float64(n))
+	return n
 }
 
 // handleDown applies a batch of downward mirror messages. A message that
@@ -464,7 +664,7 @@ func (s *Server) applyDown(m groups.Mirror) {
 		if l := s.linkBySid(m.Link); l != nil {
 			// conn is this server's to set.
 			delete(m.Attrs, groups.AttrConn)
-			s.index.Update(l, m.Attrs)
+			s.index.Update(l, internAttrs(m.Attrs))
 		}
 	case groups.OpDefine:
 		if _, err := s.index.Define(groups.Group{ID: m.Group, Pred: m.Pred}); err != nil {
@@ -473,21 +673,11 @@ func (s *Server) applyDown(m groups.Mirror) {
 	case groups.OpUndefine:
 		s.index.Undefine(m.Group)
 	case groups.OpSendLink:
-		if l := s.linkBySid(m.Link); l != nil && !l.sendOne(m.Payload, m.Critical) {
-			l.close(control.CloseSlowConsumer, "send queue overflow", "slow_consumer")
+		if l := s.linkBySid(m.Link); l != nil {
+			l.sendOne(m.Payload, m.Critical)
 		}
 	case groups.OpSendGroup:
-		var slow []*link
-		msg := []byte(m.Payload)
-		s.index.ForEach(m.Group, func(l *link) bool {
-			if !l.enqueue(msg, m.Critical) {
-				slow = append(slow, l)
-			}
-			return true
-		})
-		for _, l := range slow {
-			l.close(control.CloseSlowConsumer, "send queue overflow", "slow_consumer")
-		}
+		s.fanout(m.Group, m.Payload, m.Critical)
 	case groups.OpCloseLink:
 		if l := s.linkBySid(m.Link); l != nil {
 			code := m.Code
@@ -505,9 +695,54 @@ func (s *Server) applyDown(m groups.Mirror) {
 	}
 }
 
-// Shutdown closes every link with 1001 going away, waits for their
-// goroutines (or ctx), relays the closes upward and stops. New links are
-// refused from the start of Shutdown.
+// fanout writes one group message to every member link: the frame is built
+// once and the same bytes go to each link, found through the index. Large
+// groups are split over several goroutines, each writing its share directly
+// (non-blocking) to the sockets.
+func (s *Server) fanout(group string, payload []byte, critical bool) {
+	head := parseGroupHead(payload)
+	key := head.latestKey()
+	frame := newFrame(payload)
+	s.history.add(group, head, key, frame, time.Now().UnixNano())
+	members := s.index.Members(group)
+	n := len(members)
+	if n == 0 {
+		return
+	}
+	deliver := func(part []*link) {
+		for _, l := range part {
+			l.deliver(frame, key, critical)
+		}
+	}
+	shards := min((n+s.cfg.FanoutShard-1)/s.cfg.FanoutShard, runtime.GOMAXPROCS(0))
+	if shards <= 1 {
+		deliver(members)
+	} else {
+		// The first share is written on this goroutine: one hand-off fewer
+		// before the first bytes leave.
+		var wg sync.WaitGroup
+		per := (n + shards - 1) / shards
+		for i := per; i < n; i += per {
+			part := members[i:min(i+per, n)]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				deliver(part)
+			}()
+		}
+		deliver(members[:per])
+		wg.Wait()
+	}
+	s.metrics.messagesOut.Add(float64(n))
+	s.metrics.fanouts.Inc()
+}
+
+// Shutdown drains the server for a rolling restart: new links are refused
+// (503) from the start, and open ones are closed with 1012 "service
+// restart", spread evenly over DrainWindow (shortened to fit ctx), so that
+// their jittered reconnects through /connect reach other servers gradually.
+// It then waits for the close handshakes (or ctx), relays the closes
+// upward and stops every goroutine it started.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
@@ -515,30 +750,53 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for l := range s.conns {
 		links = append(links, l)
 	}
-	s.mu.Unlock()
-	for _, l := range links {
-		l.close(control.CloseGoingAway, "server shutting down", "shutdown")
+	drained := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(drained)
+	} else {
+		s.drained = drained
 	}
-	done := make(chan struct{})
-	go func() {
-		s.handlers.Wait()
-		close(done)
-	}()
+	s.mu.Unlock()
+
+	window := s.cfg.DrainWindow
+	if dl, ok := ctx.Deadline(); ok {
+		window = min(window, time.Until(dl)/2)
+	}
+	mrand.Shuffle(len(links), func(i, j int) { links[i], links[j] = links[j], links[i] })
+	start := time.Now()
 	var err error
+	for i, l := range links {
+		if window > 0 && len(links) > 1 {
+			due := start.Add(window * time.Duration(i) / time.Duration(len(links)))
+			if d := time.Until(due); d > time.Millisecond {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+		}
+		l.close(closeServiceRestart, "service restart", "shutdown")
+	}
 	select {
-	case <-done:
+	case <-drained:
 	case <-ctx.Done():
 		err = ctx.Err()
 		s.mu.Lock()
 		for l := range s.conns {
-			_ = l.ws.CloseNow()
+			l.ws.Abort()
 		}
 		s.mu.Unlock()
-		<-done
 	}
-	s.cancel() // ends Run, pending writes and pings
-	s.flushers.Wait()
-	s.pings.Wait()
+	s.cancel() // ends Run and the coder transport's reads and writes
+	s.handlers.Wait()
+	if s.epoll != nil {
+		s.epoll.Close()
+	}
+	s.writers.Wait()
+	if s.wheel != nil {
+		s.wheel.close()
+		<-s.wheel.done
+	}
 	s.up.stop(ctx)
 	return err
 }

@@ -24,6 +24,10 @@ import (
 	"github.com/backchannel/backchannel/internal/identity"
 )
 
+// transportUnderTest is the transport newHarness gives its servers;
+// TestCoderTransport runs the suite again with the coder one.
+var transportUnderTest = TransportEpoll
+
 // harness is one connection server on a real socket, a memory bus, and a
 // recorder of everything it relays upward (standing in for the application
 // tier, which the application package's tests put in this place).
@@ -44,9 +48,12 @@ type harness struct {
 func newHarness(t *testing.T, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, bus: bus.NewMemory(), ids: identity.NewIssuer([]byte("test-secret")), reg: prometheus.NewRegistry(), upSeen: make(chan struct{}, 1)}
-	cfg := Config{ID: "c1", Bus: h.bus, Identity: h.ids, Metrics: h.reg, HelloTimeout: 2 * time.Second}
+	cfg := Config{ID: "c1", Bus: h.bus, Identity: h.ids, Metrics: h.reg, HelloTimeout: 2 * time.Second, DrainWindow: 50 * time.Millisecond, Transport: transportUnderTest}
 	if tune != nil {
 		tune(&cfg)
+	}
+	if rb, ok := cfg.Bus.(*resetBus); ok {
+		h.bus = rb.Memory
 	}
 	srv, err := New(cfg)
 	if err != nil {
@@ -598,7 +605,7 @@ func TestKeepaliveClosesDeadLinks(t *testing.T) {
 }
 
 func TestShutdownClosesEveryLink(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *Config) { c.DrainWindow = 200 * time.Millisecond })
 	var cs []*client
 	for i := 0; i < 3; i++ {
 		c := h.dial(nil)
@@ -612,8 +619,8 @@ func TestShutdownClosesEveryLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range append(cs, pending) {
-		if code, _ := c.closed(); code != websocket.StatusGoingAway {
-			t.Fatalf("close code %d, want 1001", code)
+		if code, _ := c.closed(); code != closeServiceRestart {
+			t.Fatalf("close code %d, want 1012", code)
 		}
 	}
 	if h.srv.Links() != 0 {
@@ -621,7 +628,7 @@ func TestShutdownClosesEveryLink(t *testing.T) {
 	}
 	n := 0
 	h.waitUp(func(m groups.Mirror) bool {
-		if m.Op == groups.OpLinkClosed && m.Code == 1001 {
+		if m.Op == groups.OpLinkClosed && m.Code == closeServiceRestart {
 			n++
 		}
 		return n == 3

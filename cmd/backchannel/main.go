@@ -29,6 +29,8 @@ Usage:
   backchannel ingest [flags]        an ingest node: WHIP publishing; until edges
                                     relay from origins it also serves WHEP for its
                                     own streams
+  backchannel loadgen [flags]       load-test a server's control links against a raw baseline
+  backchannel votebench [flags]     load-test live polls: many voters, many polls
   backchannel version               print the version
 
 Cluster roles need Redis (--redis host:port) for the bus and shared state,
@@ -57,6 +59,11 @@ func main() {
 	case "votebench":
 		if err := runVoteBench(os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "backchannel votebench:", err)
+			os.Exit(1)
+		}
+	case "loadgen":
+		if err := runLoadgen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "backchannel loadgen:", err)
 			os.Exit(1)
 		}
 	case "version", "--version", "-version":

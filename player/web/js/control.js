@@ -1,7 +1,10 @@
 // Control link: the viewer's push WebSocket to a connection server. It finds a
 // server through /connect, says hello with device facts, keeps the identity
 // token the server hands out, and reconnects with jittered backoff so a failed
-// server does not cause a reconnect flood.
+// server does not cause a reconnect flood. It remembers the last offset and
+// epoch of every group it hears from; after a reconnect it sends resume so
+// the server replays what was missed (or answers recovered:false, and the
+// re-sent watch brings current state back).
 const TOKEN_KEY = "backchannel.token";
 const MAX_QUEUED = 50;
 
@@ -17,6 +20,18 @@ export class ControlLink {
     this.closed = false;
     this.queue = []; // frames sent while disconnected, flushed after welcome
     this.afterWelcome = []; // frames re-sent on every (re)connect, e.g. watch
+    this.prevSid = null; // sid of the last link, named in resume
+    this.offsets = {}; // group id → last off received
+    this.epochs = {}; // group id → ep of that offset
+  }
+
+  // track remembers where each group's stream of messages got to.
+  track(msg) {
+    if (typeof msg.g !== "string" || typeof msg.off !== "number") return;
+    if (!(msg.g in this.offsets) && Object.keys(this.offsets).length >= 32) return;
+    if (this.epochs[msg.g] === msg.ep && this.offsets[msg.g] >= msg.off) return;
+    this.offsets[msg.g] = msg.off;
+    this.epochs[msg.g] = msg.ep;
   }
 
   start() {
@@ -82,8 +97,15 @@ export class ControlLink {
       } catch {
         return;
       }
+      this.track(msg);
+      if (msg.t === "welcome" && "recovered" in msg) {
+        // The answer to resume: replayed messages came before it.
+        this.onMessage(msg);
+        return;
+      }
       if (msg.t === "welcome") {
         this.attempt = 0;
+        const resumeFrom = this.prevSid;
         this.sid = msg.sid;
         this.uid = msg.uid;
         if (msg.token) {
@@ -92,6 +114,10 @@ export class ControlLink {
           } catch {}
         }
         this.onState("open");
+        this.prevSid = msg.sid;
+        if (resumeFrom && Object.keys(this.offsets).length > 0) {
+          ws.send(JSON.stringify({ t: "resume", sid: resumeFrom, offsets: this.offsets, epochs: this.epochs }));
+        }
         const pending = this.afterWelcome.concat(this.queue.filter((m) => !this.afterWelcome.includes(m)));
         this.queue = [];
         for (const m of pending) ws.send(JSON.stringify(m));

@@ -1,0 +1,338 @@
+//go:build linux
+
+package wsepoll
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is one epoll instance and the goroutine that waits on it. Only
+// that goroutine reads sockets and closes them.
+type poller struct {
+	t    *Transport
+	epfd int
+	evfd int // eventfd: wakes the goroutine for kicks and stop
+	buf  []byte
+
+	mu      sync.Mutex
+	conns   map[uint64]*Conn
+	kicked  []*Conn
+	closed  bool               // the fds are closed
+	watched map[*Conn]struct{} // connections with a deadline: backlog or close handshake
+	stop    bool
+}
+
+const wakeID = 0 // epoll data of the eventfd; connection ids start at 1
+
+func newPoller(t *Transport) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setID(&ev, wakeID)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	return &poller{
+		t: t, epfd: epfd, evfd: evfd,
+		buf:     make([]byte, t.cfg.MaxMessage+maxHeader),
+		conns:   make(map[uint64]*Conn),
+		watched: make(map[*Conn]struct{}),
+	}, nil
+}
+
+func setID(ev *unix.EpollEvent, id uint64) {
+	ev.Fd = int32(uint32(id))
+	ev.Pad = int32(uint32(id >> 32))
+}
+
+func getID(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP
+
+func (p *poller) add(c *Conn) error {
+	p.mu.Lock()
+	if p.stop {
+		p.mu.Unlock()
+		return ErrTransportClosed
+	}
+	p.conns[c.id] = c
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: readEvents}
+	setID(&ev, c.id)
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.conns, c.id)
+		p.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// arm turns write-readiness events on or off; callers hold c.mu.
+func (p *poller) arm(c *Conn, on bool) {
+	if c.armed == on {
+		return
+	}
+	c.armed = on
+	ev := unix.EpollEvent{Events: readEvents}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	setID(&ev, c.id)
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+// watch puts c on the list the poller checks for write and close
+// deadlines.
+func (p *poller) watch(c *Conn) {
+	p.mu.Lock()
+	first := len(p.watched) == 0
+	p.watched[c] = struct{}{}
+	if first && !p.closed {
+		// It may be blocked without a timeout.
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.evfd, one[:])
+	}
+	p.mu.Unlock()
+}
+
+// kick has the poller goroutine look at c: finish it, or decode bytes that
+// arrived with the handshake.
+func (p *poller) kick(c *Conn) {
+	var one = [8]byte{1}
+	p.mu.Lock()
+	p.kicked = append(p.kicked, c)
+	if !p.closed {
+		_, _ = unix.Write(p.evfd, one[:])
+	}
+	p.mu.Unlock()
+}
+
+func (p *poller) wake() {
+	var one = [8]byte{1}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		_, _ = unix.Write(p.evfd, one[:])
+	}
+}
+
+func (p *poller) shutdown() {
+	p.mu.Lock()
+	p.stop = true
+	p.mu.Unlock()
+	p.wake()
+}
+
+func (p *poller) run() {
+	events := make([]unix.EpollEvent, 256)
+	sweepEvery := p.t.sweepInterval()
+	var nextSweep int64
+	for {
+		timeout := -1
+		p.mu.Lock()
+		stop := p.stop
+		if len(p.watched) > 0 {
+			timeout = int(sweepEvery / time.Millisecond)
+		}
+		p.mu.Unlock()
+		if stop {
+			p.closeAll()
+			return
+		}
+		n, err := unix.EpollWait(p.epfd, events, timeout)
+		if err != nil && err != unix.EINTR {
+			p.t.log("epoll_wait failed", err)
+			p.closeAll()
+			return
+		}
+		now := time.Now().UnixNano()
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			id := getID(ev)
+			if id == wakeID {
+				var b [8]byte
+				_, _ = unix.Read(p.evfd, b[:])
+				continue
+			}
+			p.mu.Lock()
+			c := p.conns[id]
+			p.mu.Unlock()
+			if c == nil {
+				continue // closed earlier in this batch
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.mu.Lock()
+				c.flushLocked()
+				c.mu.Unlock()
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.read(c, now)
+			}
+		}
+		p.handleKicks(now)
+		if now >= nextSweep {
+			p.sweep(now)
+			nextSweep = now + int64(sweepEvery)
+		}
+	}
+}
+
+// maxReadsPerEvent bounds the reads one readiness event gets, so that a
+// peer that never stops sending cannot keep the poller from the others:
+// level-triggered epoll reports it again on the next round.
+const maxReadsPerEvent = 4
+
+func (p *poller) read(c *Conn, now int64) {
+	for range maxReadsPerEvent {
+		n, err := unix.Read(c.fd, p.buf)
+		switch {
+		case n > 0:
+			if !c.consume(p.buf[:n], now) {
+				p.handleKicks(now)
+				return
+			}
+			if n < len(p.buf) {
+				return // drained; level-triggered epoll calls again if more came
+			}
+		case n == 0 && err == nil:
+			p.finish(c, ErrPeerGone)
+			return
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+		default:
+			p.finish(c, ErrPeerGone)
+			return
+		}
+	}
+}
+
+func (p *poller) handleKicks(now int64) {
+	p.mu.Lock()
+	kicked := p.kicked
+	p.kicked = nil
+	p.mu.Unlock()
+	for _, c := range kicked {
+		c.mu.Lock()
+		st, why := c.state, c.finishWith
+		c.mu.Unlock()
+		switch {
+		case st == stateFinishing:
+			p.finish(c, why)
+		case st < stateFinishing && len(c.in) > 0:
+			// Bytes the client sent right behind its upgrade request.
+			pending := c.in
+			c.in = nil
+			c.consume(pending, now)
+			p.mu.Lock()
+			again := len(p.kicked) > 0
+			p.mu.Unlock()
+			if again {
+				p.handleKicks(now)
+			}
+		}
+	}
+}
+
+// sweep enforces write and close deadlines. Lock order is c.mu before
+// p.mu, so the watched set is copied first.
+func (p *poller) sweep(now int64) {
+	writeTimeout := int64(p.t.cfg.WriteTimeout)
+	p.mu.Lock()
+	if len(p.watched) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	list := make([]*Conn, 0, len(p.watched))
+	for c := range p.watched {
+		list = append(list, c)
+	}
+	p.mu.Unlock()
+	var done []*Conn
+	for _, c := range list {
+		c.mu.Lock()
+		switch {
+		case c.state >= stateFinishing:
+			done = append(done, c)
+		case c.state == stateCloseSent && now >= c.closeBy:
+			c.finishLocked(ErrCloseTimeout)
+		case c.partial != nil && now-c.stallSince >= writeTimeout:
+			c.finishLocked(ErrWriteTimeout)
+		case c.partial == nil && c.state == stateOpen:
+			done = append(done, c)
+		}
+		c.mu.Unlock()
+	}
+	p.mu.Lock()
+	for _, c := range done {
+		delete(p.watched, c)
+	}
+	p.mu.Unlock()
+	p.handleKicks(now)
+}
+
+// finish closes c's socket and tells its handler, once.
+func (p *poller) finish(c *Conn, err error) {
+	c.mu.Lock()
+	if c.finishOnce {
+		c.mu.Unlock()
+		return
+	}
+	c.finishOnce = true
+	if c.state < stateFinishing {
+		c.finishWith = err
+	}
+	c.state = stateClosed
+	c.queue, c.ctrl, c.partial = nil, nil, nil
+	info := CloseInfo{PeerCode: c.peer, PeerReason: c.peerRs, Code: c.code, Err: c.finishWith}
+	if c.failErr != nil {
+		info.Err = c.failErr
+	}
+	c.mu.Unlock()
+
+	p.mu.Lock()
+	delete(p.conns, c.id)
+	delete(p.watched, c)
+	p.mu.Unlock()
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	_ = unix.Close(c.fd)
+	c.in, c.msg = nil, nil
+	p.t.count.Add(-1)
+	c.h.OnClose(c, info)
+}
+
+func (p *poller) closeAll() {
+	p.mu.Lock()
+	all := make([]*Conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		all = append(all, c)
+	}
+	p.mu.Unlock()
+	for _, c := range all {
+		c.mu.Lock()
+		c.finishLocked(ErrTransportClosed)
+		c.mu.Unlock()
+		p.finish(c, ErrTransportClosed)
+	}
+	p.mu.Lock()
+	p.kicked = nil
+	p.closed = true
+	p.mu.Unlock()
+	unix.Close(p.epfd)
+	unix.Close(p.evfd)
+}
