@@ -527,3 +527,27 @@ func (p *memPulls) ListPulls() []application.PullView {
 	}
 	return out
 }
+
+// A client that reconnects elsewhere and cannot be replayed (the new
+// connection server never held its group's messages) gets the state of the
+// stream it was watching again, without sending watch.
+func TestUnrecoveredResumeResendsState(t *testing.T) {
+	c := newCluster(t)
+	first := c.viewer("c1", nil)
+	first.watch("cup")
+	first.c.CloseNow()
+
+	again := c.viewer("c2", nil, first.token)
+	again.send(`{"t":"resume","sid":"` + first.sid + `","offsets":{"stream:cup":41},"epochs":{"stream:cup":"old-epoch"}}`)
+	w := again.next()
+	if w["t"] != "welcome" || w["recovered"] != false {
+		t.Fatalf("answer to resume: %v", w)
+	}
+	ep := again.next()
+	if ep["t"] != "endpoint" || ep["stream"] != "cup" {
+		t.Fatalf("after an unrecovered resume: %v, want the endpoint again", ep)
+	}
+	if st := again.next(); st["t"] != "stream-status" || st["stream"] != "cup" {
+		t.Fatalf("after the endpoint: %v, want the stream's status", st)
+	}
+}

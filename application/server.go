@@ -322,8 +322,22 @@ func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox
 	case msg.Vote != nil:
 		s.vote(p, msg.Vote, out, c)
 	case msg.Resume != nil:
-		// Replay is not implemented: the client already got a fresh
-		// welcome and is sent current state again after watch.
+		s.resumeUnrecovered(ctx, p, msg.Resume, out)
+	}
+}
+
+// resumeUnrecovered answers a resume the connection server could not
+// replay in full (it relays only those): the client missed messages, so it
+// gets the current state of the stream it was watching again — endpoint,
+// status, open polls, latest results, branding — as a fresh watch would.
+// Clients that send watch again after reconnecting get it twice, which
+// they tolerate: every piece of it is state, not an event.
+func (s *Server) resumeUnrecovered(ctx context.Context, p *profile, r *control.Resume, out *outbox) {
+	for g := range r.Offsets {
+		if stream, ok := strings.CutPrefix(g, groups.AttrStream+":"); ok && ValidStreamName(stream) {
+			s.watch(ctx, p, stream, out)
+			return // a link watches one stream
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 		return
 	}
 	s.metrics.messagesIn.WithLabelValues(msg.Type).Inc()
-	if msg.Resume != nil && s.resume(l, msg.Resume, data, now) {
+	if msg.Resume != nil && s.resume(l, msg.Resume, now) {
 		return // recovered: the application has nothing to re-send
 	}
 	l.mu.Lock()

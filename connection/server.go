@@ -422,14 +422,8 @@ const maxResumeGroups = 64
 // link's current state. Replay is limited to groups the link belongs to
 // now, stream groups its identity may watch (a reconnecting client is
 // not back in its stream group until its watch is handled), and global.
-func (s *Server) resume(l *link, r *control.Resume, frame []byte, now int64) bool {
-	// The epoch of each offset travels beside it in "epochs" (a member
-	// control.Resume does not know yet; unknown members are allowed).
-	var extra struct {
-		Epochs map[string]string `json:"epochs"`
-	}
-	_ = json.Unmarshal(frame, &extra)
-	ep := extra.Epochs
+func (s *Server) resume(l *link, r *control.Resume, now int64) bool {
+	ep := r.Epochs
 	l.mu.Lock()
 	sid, uid, streams := l.sid, l.uid, l.streams
 	l.mu.Unlock()

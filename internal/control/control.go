@@ -152,7 +152,8 @@ type Vote struct {
 // Resume asks for the group messages missed since the given offsets.
 type Resume struct {
 	Sid     string            `json:"sid"`
-	Offsets map[string]uint64 `json:"offsets,omitempty"`
+	Offsets map[string]uint64 `json:"offsets,omitempty"` // group → offset of the last message received
+	Epochs  map[string]string `json:"epochs,omitempty"`  // group → epoch of that offset
 }
 
 // ClientMessage is one decoded client frame; exactly one pointer is set.

@@ -67,7 +67,8 @@ type Config struct {
 	OperatorKey    string // operator API key; generated when empty
 	IdentitySecret string // signs viewer identities; generated when empty
 	AllowedOrigins []string
-	Demo           bool // publish the built-in demo clip as stream "demo" (ingest role)
+	WSTransport    string // control-link transport: "epoll" (default) or "coder"
+	Demo           bool   // publish the built-in demo clip as stream "demo" (ingest role)
 	NodeID         string
 	Logger         *slog.Logger
 	GeoIPCity      string // GeoIP2/GeoLite2 City mmdb; empty: geography unknown
@@ -284,6 +285,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		n.conn, err = connection.New(connection.Config{
 			ID: cfg.NodeID, Bus: n.bus, Identity: identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
 			AllowedOrigins: cfg.AllowedOrigins, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
+			Transport: cfg.WSTransport,
 		})
 		if err != nil {
 			return fmt.Errorf("connection: %w", err)
