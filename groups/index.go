@@ -17,35 +17,65 @@ func (c Change) Empty() bool { return len(c.Entered) == 0 && len(c.Left) == 0 }
 
 // Index keeps group membership for a set of members (links on a connection
 // server, profiles on the application server) and updates it incrementally as
-// attributes change. Automatic groups are kept as attribute → value → members;
-// a custom group keeps its own member set and is re-evaluated for a member
-// only when one of the attributes its predicate reads changes. So finding a
-// group's members never scans all profiles.
+// attributes change. Automatic groups are kept as attribute → value →
+// members; a custom group keeps its own member set and is re-evaluated for a
+// member only when one of the attributes its predicate reads changes. So
+// finding a group's members never scans all profiles.
+//
+// It is built to be small per member, since a connection server holds
+// hundreds of thousands: each member has a dense slot; its attributes are a
+// short slice of (attribute, value) ids with values interned and shared by
+// every member holding them; each value keeps its members as a slice of
+// slots, and each member remembers its position there so leaving is O(1).
 //
 // An Index is safe for concurrent use. ForEach holds a read lock while it
 // calls its function, which must therefore not call back into the Index.
 type Index[M comparable] struct {
-	mu      sync.RWMutex
-	attrs   map[M]Attrs
-	byValue map[string]map[string]map[M]struct{} // attr → value → members
-	custom  map[string]*customGroup[M]
-	readers map[string][]*customGroup[M] // attr → custom groups whose predicate reads it
+	mu     sync.RWMutex
+	slots  map[M]int32 // member → slot
+	member []M         // slot → member
+	pairs  [][]pair    // slot → its attributes; nil for a free slot
+	free   []int32     // free slots
+
+	attrID   map[string]uint16 // interned attribute names
+	attrName []string
+	values   []*attrValues // by attribute id
+
+	custom  map[string]*customGroup
+	readers map[string][]*customGroup // attr → custom groups whose predicate reads it
 }
 
-type customGroup[M comparable] struct {
+// pair is one attribute of a member: its value, and where the member sits
+// in that value's member list.
+type pair struct {
+	attr uint16
+	val  uint32
+	pos  uint32
+}
+
+// attrValues interns the values of one attribute and lists each value's
+// members. Ids of values nobody holds any more are reused.
+type attrValues struct {
+	id   map[string]uint32
+	name []string
+	list [][]int32 // value id → member slots, unordered
+	free []uint32
+}
+
+type customGroup struct {
 	id      string
 	pred    *Predicate
 	attrs   []string
-	members map[M]struct{}
+	members map[int32]struct{}
 }
 
 // NewIndex returns an empty index.
 func NewIndex[M comparable]() *Index[M] {
 	return &Index[M]{
-		attrs:   make(map[M]Attrs),
-		byValue: make(map[string]map[string]map[M]struct{}),
-		custom:  make(map[string]*customGroup[M]),
-		readers: make(map[string][]*customGroup[M]),
+		slots:   make(map[M]int32),
+		attrID:  make(map[string]uint16),
+		custom:  make(map[string]*customGroup),
+		readers: make(map[string][]*customGroup),
 	}
 }
 
@@ -53,7 +83,7 @@ func NewIndex[M comparable]() *Index[M] {
 func (ix *Index[M]) Len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return len(ix.attrs)
+	return len(ix.slots)
 }
 
 // Add inserts m with attrs (replacing any attributes it had) and reports the
@@ -61,18 +91,20 @@ func (ix *Index[M]) Len() int {
 func (ix *Index[M]) Add(m M, attrs Attrs) Change {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	old, existed := ix.attrs[m]
+	slot, existed := ix.slots[m]
+	old := Attrs{}
+	if existed {
+		old = ix.attrsOf(slot)
+	} else {
+		slot = ix.alloc(m)
+	}
 	next := make(Attrs, len(attrs))
 	for k, v := range attrs {
 		if v != "" {
 			next[k] = v
 		}
 	}
-	if !existed {
-		old = Attrs{}
-	}
-	ix.attrs[m] = next
-	ch := ix.apply(m, old, next, changedNames(old, next), !existed)
+	ch := ix.apply(slot, old, next, changedNames(old, next), !existed)
 	if !existed {
 		ch.Entered = insertSorted(ch.Entered, GlobalID)
 	}
@@ -85,10 +117,11 @@ func (ix *Index[M]) Add(m M, attrs Attrs) Change {
 func (ix *Index[M]) Update(m M, changes Attrs) (Change, bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	old, ok := ix.attrs[m]
+	slot, ok := ix.slots[m]
 	if !ok {
 		return Change{}, false
 	}
+	old := ix.attrsOf(slot)
 	next := old.Clone()
 	var names []string
 	for k, v := range changes {
@@ -105,8 +138,7 @@ func (ix *Index[M]) Update(m M, changes Attrs) (Change, bool) {
 	if len(names) == 0 {
 		return Change{}, true
 	}
-	ix.attrs[m] = next
-	return ix.apply(m, old, next, names, false), true
+	return ix.apply(slot, old, next, names, false), true
 }
 
 // Remove deletes m and reports every group it left. It reports false if m was
@@ -114,22 +146,26 @@ func (ix *Index[M]) Update(m M, changes Attrs) (Change, bool) {
 func (ix *Index[M]) Remove(m M) (Change, bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	old, ok := ix.attrs[m]
+	slot, ok := ix.slots[m]
 	if !ok {
 		return Change{}, false
 	}
 	ch := Change{Left: []string{GlobalID}}
-	for k, v := range old {
-		ix.removeValue(k, v, m)
-		ch.Left = append(ch.Left, AutoID(k, v))
+	for len(ix.pairs[slot]) > 0 {
+		p := ix.pairs[slot][0]
+		ch.Left = append(ch.Left, AutoID(ix.attrName[p.attr], ix.values[p.attr].name[p.val]))
+		ix.removeValue(slot, p.attr)
 	}
 	for _, g := range ix.custom {
-		if _, in := g.members[m]; in {
-			delete(g.members, m)
+		if _, in := g.members[slot]; in {
+			delete(g.members, slot)
 			ch.Left = append(ch.Left, g.id)
 		}
 	}
-	delete(ix.attrs, m)
+	delete(ix.slots, m)
+	var zero M
+	ix.member[slot], ix.pairs[slot] = zero, nil
+	ix.free = append(ix.free, slot)
 	slices.Sort(ch.Left)
 	return ch, true
 }
@@ -138,27 +174,27 @@ func (ix *Index[M]) Remove(m M) (Change, bool) {
 func (ix *Index[M]) Attrs(m M) (Attrs, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	a, ok := ix.attrs[m]
+	slot, ok := ix.slots[m]
 	if !ok {
 		return nil, false
 	}
-	return a.Clone(), true
+	return ix.attrsOf(slot), true
 }
 
 // GroupsOf returns every group m belongs to, sorted.
 func (ix *Index[M]) GroupsOf(m M) []string {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	a, ok := ix.attrs[m]
+	slot, ok := ix.slots[m]
 	if !ok {
 		return nil
 	}
 	ids := []string{GlobalID}
-	for k, v := range a {
-		ids = append(ids, AutoID(k, v))
+	for _, p := range ix.pairs[slot] {
+		ids = append(ids, AutoID(ix.attrName[p.attr], ix.values[p.attr].name[p.val]))
 	}
 	for _, g := range ix.custom {
-		if _, in := g.members[m]; in {
+		if _, in := g.members[slot]; in {
 			ids = append(ids, g.id)
 		}
 	}
@@ -166,20 +202,68 @@ func (ix *Index[M]) GroupsOf(m M) []string {
 	return ids
 }
 
-// apply moves m between groups after its attributes went from old to next;
-// names are the attributes whose values differ. A new member is evaluated
-// against every custom group, since "NOT device=tv" matches a member whose
-// device is unset. Callers hold the write lock.
-func (ix *Index[M]) apply(m M, old, next Attrs, names []string, isNew bool) Change {
+func (ix *Index[M]) alloc(m M) int32 {
+	var slot int32
+	if n := len(ix.free); n > 0 {
+		slot = ix.free[n-1]
+		ix.free = ix.free[:n-1]
+		ix.member[slot] = m
+	} else {
+		slot = int32(len(ix.member))
+		ix.member = append(ix.member, m)
+		ix.pairs = append(ix.pairs, nil)
+	}
+	ix.pairs[slot] = []pair{}
+	ix.slots[m] = slot
+	return slot
+}
+
+// attrsOf builds the attribute map of a slot. Callers hold a lock.
+func (ix *Index[M]) attrsOf(slot int32) Attrs {
+	a := make(Attrs, len(ix.pairs[slot]))
+	for _, p := range ix.pairs[slot] {
+		a[ix.attrName[p.attr]] = ix.values[p.attr].name[p.val]
+	}
+	return a
+}
+
+// slotAttrs reads a slot's attributes for predicate evaluation.
+type slotAttrs[M comparable] struct {
+	ix   *Index[M]
+	slot int32
+}
+
+func (s slotAttrs[M]) Get(attr string) string {
+	id, ok := s.ix.attrID[attr]
+	if !ok {
+		return ""
+	}
+	for _, p := range s.ix.pairs[s.slot] {
+		if p.attr == id {
+			return s.ix.values[id].name[p.val]
+		}
+	}
+	return ""
+}
+
+func (ix *Index[M]) matches(p *Predicate, slot int32) bool {
+	return match(p, slotAttrs[M]{ix, slot})
+}
+
+// apply moves a member between groups after its attributes went from old to
+// next; names are the attributes whose values differ. A new member is
+// evaluated against every custom group, since "NOT device=tv" matches a
+// member whose device is unset. Callers hold the write lock.
+func (ix *Index[M]) apply(slot int32, old, next Attrs, names []string, isNew bool) Change {
 	var ch Change
-	var touched []*customGroup[M]
+	var touched []*customGroup
 	for _, k := range names {
 		if v := old[k]; v != "" {
-			ix.removeValue(k, v, m)
+			ix.removeValue(slot, ix.attrID[k])
 			ch.Left = append(ch.Left, AutoID(k, v))
 		}
 		if v := next[k]; v != "" {
-			ix.addValue(k, v, m)
+			ix.addValue(slot, k, v)
 			ch.Entered = append(ch.Entered, AutoID(k, v))
 		}
 		for _, g := range ix.readers[k] {
@@ -195,14 +279,14 @@ func (ix *Index[M]) apply(m M, old, next Attrs, names []string, isNew bool) Chan
 		}
 	}
 	for _, g := range touched {
-		_, was := g.members[m]
-		now := g.pred.Match(next)
+		_, was := g.members[slot]
+		now := ix.matches(g.pred, slot)
 		switch {
 		case now && !was:
-			g.members[m] = struct{}{}
+			g.members[slot] = struct{}{}
 			ch.Entered = append(ch.Entered, g.id)
 		case was && !now:
-			delete(g.members, m)
+			delete(g.members, slot)
 			ch.Left = append(ch.Left, g.id)
 		}
 	}
@@ -211,30 +295,76 @@ func (ix *Index[M]) apply(m M, old, next Attrs, names []string, isNew bool) Chan
 	return ch
 }
 
-func (ix *Index[M]) addValue(attr, value string, m M) {
-	vals := ix.byValue[attr]
-	if vals == nil {
-		vals = make(map[string]map[M]struct{})
-		ix.byValue[attr] = vals
+func (ix *Index[M]) addValue(slot int32, attr, value string) {
+	aid, ok := ix.attrID[attr]
+	if !ok {
+		aid = uint16(len(ix.attrName))
+		ix.attrID[attr] = aid
+		ix.attrName = append(ix.attrName, attr)
+		ix.values = append(ix.values, &attrValues{id: make(map[string]uint32)})
 	}
-	set := vals[value]
-	if set == nil {
-		set = make(map[M]struct{})
-		vals[value] = set
+	av := ix.values[aid]
+	vid, ok := av.id[value]
+	if !ok {
+		if n := len(av.free); n > 0 {
+			vid = av.free[n-1]
+			av.free = av.free[:n-1]
+			av.name[vid] = value
+		} else {
+			vid = uint32(len(av.name))
+			av.name = append(av.name, value)
+			av.list = append(av.list, nil)
+		}
+		av.id[value] = vid
 	}
-	set[m] = struct{}{}
+	ix.pairs[slot] = append(ix.pairs[slot], pair{attr: aid, val: vid, pos: uint32(len(av.list[vid]))})
+	av.list[vid] = append(av.list[vid], slot)
 }
 
-func (ix *Index[M]) removeValue(attr, value string, m M) {
-	vals := ix.byValue[attr]
-	set := vals[value]
-	delete(set, m)
-	if len(set) == 0 {
-		delete(vals, value)
-		if len(vals) == 0 {
-			delete(ix.byValue, attr)
+// removeValue takes a slot out of its value's list for one attribute.
+func (ix *Index[M]) removeValue(slot int32, aid uint16) {
+	ps := ix.pairs[slot]
+	i := slices.IndexFunc(ps, func(p pair) bool { return p.attr == aid })
+	if i < 0 {
+		return
+	}
+	p := ps[i]
+	av := ix.values[aid]
+	list := av.list[p.val]
+	last := len(list) - 1
+	if moved := list[last]; int(p.pos) != last {
+		list[p.pos] = moved
+		for j := range ix.pairs[moved] {
+			if ix.pairs[moved][j].attr == aid {
+				ix.pairs[moved][j].pos = p.pos
+				break
+			}
 		}
 	}
+	list = list[:last]
+	if len(list) == 0 {
+		delete(av.id, av.name[p.val])
+		av.name[p.val], list = "", nil
+		av.free = append(av.free, p.val)
+	}
+	av.list[p.val] = list
+	ps[i] = ps[len(ps)-1]
+	ix.pairs[slot] = ps[:len(ps)-1]
+}
+
+// members returns the slot list of an automatic group, nil if empty or
+// unknown. Callers hold a lock.
+func (ix *Index[M]) valueMembers(attr, value string) []int32 {
+	aid, ok := ix.attrID[attr]
+	if !ok {
+		return nil
+	}
+	av := ix.values[aid]
+	vid, ok := av.id[value]
+	if !ok {
+		return nil
+	}
+	return av.list[vid]
 }
 
 // Define adds or replaces a custom group and returns its member count. The
@@ -253,8 +383,8 @@ func (ix *Index[M]) Define(g Group) (int, error) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.undefine(g.ID)
-	cg := &customGroup[M]{id: g.ID, pred: g.Pred, attrs: g.Pred.Attrs(), members: make(map[M]struct{})}
-	ix.selectLocked(g.Pred, func(m M) { cg.members[m] = struct{}{} })
+	cg := &customGroup{id: g.ID, pred: g.Pred, attrs: g.Pred.Attrs(), members: make(map[int32]struct{})}
+	ix.selectLocked(g.Pred, func(slot int32) { cg.members[slot] = struct{}{} })
 	ix.custom[g.ID] = cg
 	for _, a := range cg.attrs {
 		ix.readers[a] = append(ix.readers[a], cg)
@@ -276,7 +406,7 @@ func (ix *Index[M]) undefine(id string) bool {
 	}
 	delete(ix.custom, id)
 	for _, a := range cg.attrs {
-		ix.readers[a] = slices.DeleteFunc(ix.readers[a], func(g *customGroup[M]) bool { return g == cg })
+		ix.readers[a] = slices.DeleteFunc(ix.readers[a], func(g *customGroup) bool { return g == cg })
 		if len(ix.readers[a]) == 0 {
 			delete(ix.readers, a)
 		}
@@ -312,10 +442,12 @@ func (ix *Index[M]) CustomGroups() []Group {
 func (ix *Index[M]) AutoCounts() map[string]int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := map[string]int{GlobalID: len(ix.attrs)}
-	for attr, vals := range ix.byValue {
-		for v, set := range vals {
-			out[AutoID(attr, v)] = len(set)
+	out := map[string]int{GlobalID: len(ix.slots)}
+	for aid, av := range ix.values {
+		for vid, list := range av.list {
+			if len(list) > 0 {
+				out[AutoID(ix.attrName[aid], av.name[vid])] = len(list)
+			}
 		}
 	}
 	return out
@@ -326,13 +458,13 @@ func (ix *Index[M]) Count(id string) int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if id == GlobalID {
-		return len(ix.attrs)
+		return len(ix.slots)
 	}
 	if cg, ok := ix.custom[id]; ok {
 		return len(cg.members)
 	}
 	if attr, v, ok := SplitAutoID(id); ok {
-		return len(ix.byValue[attr][v])
+		return len(ix.valueMembers(attr, v))
 	}
 	return 0
 }
@@ -342,27 +474,28 @@ func (ix *Index[M]) Count(id string) int {
 func (ix *Index[M]) ForEach(id string, fn func(M) bool) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	var set map[M]struct{}
 	switch cg, ok := ix.custom[id]; {
 	case ok:
-		set = cg.members
-	case id == GlobalID:
-		for m := range ix.attrs {
-			if !fn(m) {
+		for slot := range cg.members {
+			if !fn(ix.member[slot]) {
 				break
 			}
 		}
-		return true
+	case id == GlobalID:
+		for slot, ps := range ix.pairs {
+			if ps != nil && !fn(ix.member[slot]) {
+				break
+			}
+		}
 	default:
 		attr, v, ok := SplitAutoID(id)
 		if !ok {
 			return false
 		}
-		set = ix.byValue[attr][v]
-	}
-	for m := range set {
-		if !fn(m) {
-			break
+		for _, slot := range ix.valueMembers(attr, v) {
+			if !fn(ix.member[slot]) {
+				break
+			}
 		}
 	}
 	return true
@@ -382,78 +515,79 @@ func (ix *Index[M]) Select(p *Predicate) []M {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []M
-	ix.selectLocked(p, func(m M) { out = append(out, m) })
+	ix.selectLocked(p, func(slot int32) { out = append(out, ix.member[slot]) })
 	return out
 }
 
-func (ix *Index[M]) selectLocked(p *Predicate, fn func(M)) {
-	sets, narrowed := ix.candidates(p)
+func (ix *Index[M]) selectLocked(p *Predicate, fn func(int32)) {
+	lists, narrowed := ix.candidates(p)
 	if !narrowed {
-		for m, a := range ix.attrs {
-			if p.Match(a) {
-				fn(m)
+		for slot, ps := range ix.pairs {
+			if ps != nil && ix.matches(p, int32(slot)) {
+				fn(int32(slot))
 			}
 		}
 		return
 	}
-	var seen map[M]struct{}
-	if len(sets) > 1 {
-		seen = make(map[M]struct{})
+	var seen map[int32]struct{}
+	if len(lists) > 1 {
+		seen = make(map[int32]struct{})
 	}
-	for _, set := range sets {
-		for m := range set {
+	for _, list := range lists {
+		for _, slot := range list {
 			if seen != nil {
-				if _, dup := seen[m]; dup {
+				if _, dup := seen[slot]; dup {
 					continue
 				}
-				seen[m] = struct{}{}
+				seen[slot] = struct{}{}
 			}
-			if p.Match(ix.attrs[m]) {
-				fn(m)
+			if ix.matches(p, slot) {
+				fn(slot)
 			}
 		}
 	}
 }
 
-// candidates returns sets whose union contains every member p can match, or
-// false when p cannot be narrowed (it is satisfiable without any equality).
-func (ix *Index[M]) candidates(p *Predicate) ([]map[M]struct{}, bool) {
+// candidates returns member lists whose union contains every member p can
+// match, or false when p cannot be narrowed (it is satisfiable without any
+// equality).
+func (ix *Index[M]) candidates(p *Predicate) ([][]int32, bool) {
 	switch p.Op {
 	case OpEq:
-		return []map[M]struct{}{ix.byValue[p.Attr][p.Values[0]]}, true
+		return [][]int32{ix.valueMembers(p.Attr, p.Values[0])}, true
 	case OpIn:
-		sets := make([]map[M]struct{}, 0, len(p.Values))
+		lists := make([][]int32, 0, len(p.Values))
 		for _, v := range p.Values {
-			if s := ix.byValue[p.Attr][v]; len(s) > 0 {
-				sets = append(sets, s)
+			if l := ix.valueMembers(p.Attr, v); len(l) > 0 {
+				lists = append(lists, l)
 			}
 		}
-		return sets, true
+		return lists, true
 	case OpAnd:
-		var best []map[M]struct{}
+		var best [][]int32
 		bestSize, found := 0, false
 		for _, c := range p.Args {
-			sets, ok := ix.candidates(c)
+			lists, ok := ix.candidates(c)
 			if !ok {
 				continue
 			}
 			size := 0
-			for _, s := range sets {
-				size += len(s)
+			for _, l := range lists {
+				size += len(l)
 			}
 			if !found || size < bestSize {
-				best, bestSize, found = sets, size, true
+				best, bestSize, found = lists, size, true
 			}
 		}
 		return best, found
 	case OpOr:
-		var all []map[M]struct{}
+		var all [][]int32
 		for _, c := range p.Args {
-			sets, ok := ix.candidates(c)
+			lists, ok := ix.candidates(c)
 			if !ok {
 				return nil, false
 			}
-			all = append(all, sets...)
+			all = append(all, lists...)
 		}
 		return all, true
 	}

@@ -66,28 +66,38 @@ func Or(ps ...*Predicate) *Predicate { return &Predicate{Op: OpOr, Args: ps} }
 // Match reports whether a profile with attributes a satisfies p. An unset
 // attribute equals no value, so "device=tv" is false and "NOT device=tv" true
 // for a profile without a device.
-func (p *Predicate) Match(a Attrs) bool {
+func (p *Predicate) Match(a Attrs) bool { return match(p, a) }
+
+// attrGetter reads one attribute's value ("" when unset). Predicates are
+// evaluated through it so the membership index can match its compact
+// member records without building a map for each.
+type attrGetter interface{ Get(attr string) string }
+
+// Get implements attrGetter.
+func (a Attrs) Get(attr string) string { return a[attr] }
+
+func match[G attrGetter](p *Predicate, a G) bool {
 	switch p.Op {
 	case OpTrue:
 		return true
 	case OpEq:
-		v, ok := a[p.Attr]
-		return ok && v != "" && v == p.Values[0]
+		v := a.Get(p.Attr)
+		return v != "" && v == p.Values[0]
 	case OpIn:
-		v, ok := a[p.Attr]
-		return ok && v != "" && slices.Contains(p.Values, v)
+		v := a.Get(p.Attr)
+		return v != "" && slices.Contains(p.Values, v)
 	case OpNot:
-		return !p.Args[0].Match(a)
+		return !match(p.Args[0], a)
 	case OpAnd:
 		for _, q := range p.Args {
-			if !q.Match(a) {
+			if !match(q, a) {
 				return false
 			}
 		}
 		return true
 	case OpOr:
 		for _, q := range p.Args {
-			if q.Match(a) {
+			if match(q, a) {
 				return true
 			}
 		}

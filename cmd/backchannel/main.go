@@ -97,6 +97,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		publishKey = fs.String("publish-key", "", "development stream key accepted for every stream (generated when empty)")
 		apiKey     = fs.String("api-key", "", "operator API key (generated when empty)")
 		origins    = fs.String("allowed-origins", "", "comma-separated Origin host patterns allowed on /ws (default: same host)")
+		pprofFlag  = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ (operator key required)")
 		wsTransp   = fs.String("ws-transport", "epoll", "control-link transport: epoll (no goroutine per idle link) or coder (coder/websocket)")
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
 		nodeID     = fs.String("node-id", "", "this node's id (default: host name)")
@@ -149,6 +150,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		OperatorKey:    *apiKey,
 		AllowedOrigins: splitList(*origins),
 		WSTransport:    *wsTransp,
+		Pprof:          *pprofFlag,
 		Demo:           *demoFlag,
 		NodeID:         id,
 		Logger:         logger,

@@ -8,11 +8,13 @@ package node
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -35,6 +37,7 @@ import (
 	"github.com/backchannel/backchannel/internal/geo"
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/problem"
 	"github.com/backchannel/backchannel/internal/rtc"
 	"github.com/backchannel/backchannel/internal/store"
 	"github.com/backchannel/backchannel/internal/streamsync"
@@ -68,6 +71,7 @@ type Config struct {
 	IdentitySecret string // signs viewer identities; generated when empty
 	AllowedOrigins []string
 	WSTransport    string // control-link transport: "epoll" (default) or "coder"
+	Pprof          bool   // serve Go's profiler at /debug/pprof/ (operator key required)
 	Demo           bool   // publish the built-in demo clip as stream "demo" (ingest role)
 	NodeID         string
 	Logger         *slog.Logger
@@ -239,7 +243,10 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 			return err
 		}
 	} else {
-		n.bus = bus.NewMemory()
+		// In one process every consumer exists from the start and none
+		// restarts, so acknowledged messages need not linger for late
+		// consumer groups: a second is plenty, and memory per link stays low.
+		n.bus = bus.NewMemoryWith(bus.MemoryOptions{Retention: time.Second})
 		if n.secrets, err = loadSecrets(cfg.DataDir); err != nil {
 			return err
 		}
@@ -402,8 +409,27 @@ func (n *Node) routes() http.Handler {
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	mux.HandleFunc("GET /healthz", n.healthz)
+	if n.cfg.Pprof {
+		mux.Handle("/debug/pprof/", n.operatorOnly(http.HandlerFunc(pprof.Index)))
+		for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
+			mux.Handle("/debug/pprof/"+name, n.operatorOnly(h))
+		}
+	}
 	mux.Handle("/", player.Handler())
 	return mux
+}
+
+// operatorOnly admits requests bearing the operator key.
+func (n *Node) operatorOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(token), []byte(n.secrets.OperatorKey)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="backchannel"`)
+			problem.Write(w, http.StatusUnauthorized, "send the operator key as Authorization: Bearer <key>")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
