@@ -7,8 +7,9 @@
 #
 # Environment: BACKCHANNEL (binary; default: built from this tree into
 # ./bin), BASE_PORT (first HTTP port, default 9000), STATE (directory for
-# logs and data, default a temp dir), CHECK=1 (start, check every node's
-# /healthz and /connect, then stop: used by the tests).
+# logs, pid files and data, default a temp dir), CHECK=1 (start, check every
+# node's /healthz and /connect, then stop: used by the tests), INGEST_FLAGS,
+# APP_FLAGS, CONN_FLAGS (extra flags for those nodes).
 set -euo pipefail
 
 conns=${1:-2}
@@ -59,13 +60,14 @@ start() { # id role index [flags…]
     --redis "127.0.0.1:$redis_port" --cluster-bind "127.0.0.1:$gossip" "${join[@]}" \
     --data-dir "$state/$id" --allowed-origins '127.0.0.1:*' "$@" >"$state/$id.log" 2>&1 &
   pids+=($!)
+  echo $! >"$state/$id.pid"
   echo "$id ($role): http://127.0.0.1:$http  gossip 127.0.0.1:$gossip  log $state/$id.log"
 }
 
-start ingest-1 ingest 0 --demo
-start app-1 application 1
+start ingest-1 ingest 0 --demo ${INGEST_FLAGS:-}
+start app-1 application 1 ${APP_FLAGS:-}
 for i in $(seq 1 "$conns"); do
-  start "conn-$i" connection $((i + 1))
+  start "conn-$i" connection $((i + 1)) ${CONN_FLAGS:-}
 done
 
 healthy() {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -54,6 +55,8 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.APIKey, "key", os.Getenv("BACKCHANNEL_API_KEY"), "its operator API key (default $BACKCHANNEL_API_KEY)")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "the server's pid (default: the process listening on the target's port)")
 	fs.IntVar(&o.Links, "links", 15000, "links to each server")
+	extra := fs.String("extra-pids", "", "comma-separated pids of the system's other processes (a cluster's other servers), summed into its CPU and RSS")
+	fs.BoolVar(&o.Connect, "connect", false, "every link asks the target's /connect for its server (a cluster), instead of dialling the target's /ws")
 	fs.IntVar(&o.Workers, "workers", 0, "worker processes (default: ≤ 9000 links per server per worker, at least 2)")
 	fs.IntVar(&o.Rounds, "rounds", 20, "fan-out rounds per server")
 	fs.DurationVar(&o.Gap, "gap", 300*time.Millisecond, "pause between rounds")
@@ -70,6 +73,13 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	}
 	if o.APIKey == "" {
 		return errors.New("loadgen: -key (the server's operator API key) is required")
+	}
+	for _, f := range splitList(*extra) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("loadgen: -extra-pids: %q is not a pid", f)
+		}
+		o.ExtraPIDs = append(o.ExtraPIDs, pid)
 	}
 	o.Log = stderr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -28,9 +28,17 @@ import (
 
 // Options configure a run. Zero values take the defaults in comments.
 type Options struct {
-	Target    string        // base URL of the server under test (http://127.0.0.1:8080)
-	APIKey    string        // its operator key, for POST /api/v1/notices
-	ServerPID int           // the server's process; 0 finds the one listening on Target's port
+	Target    string // base URL of the server under test (http://127.0.0.1:8080)
+	APIKey    string // its operator key, for POST /api/v1/notices
+	ServerPID int    // the server's process; 0 finds the one listening on Target's port
+	// ExtraPIDs are further processes of the system under test (a
+	// cluster's other connection servers, its application server) whose
+	// CPU and memory are added to ServerPID's.
+	ExtraPIDs []int
+	// Connect makes every link ask Target's /connect for its server, as
+	// players do, instead of dialling Target's /ws: links spread over a
+	// cluster's connection servers.
+	Connect   bool
 	Links     int           // links to each server (15000)
 	Workers   int           // worker processes (enough for ≤ 9000 links to each server per process)
 	Rounds    int           // fan-out rounds per server (20)
@@ -48,6 +56,7 @@ type Options struct {
 type ServerResult struct {
 	Name           string  `json:"name"`
 	PID            int     `json:"pid"`
+	ExtraPIDs      []int   `json:"extra_pids,omitempty"`
 	Links          int     `json:"links"`
 	ConnectErrors  int     `json:"connect_errors"`
 	ConnectPerSec  float64 `json:"connect_per_s"`
@@ -73,17 +82,19 @@ type Round struct {
 
 // Result is a run's outcome.
 type Result struct {
-	Server       ServerResult  `json:"server"`
-	Raw          *ServerResult `json:"raw,omitempty"`
-	CPURatio     float64       `json:"cpu_ratio,omitempty"`
-	P99Ratio     float64       `json:"p99_ratio,omitempty"`
-	P50Ratio     float64       `json:"p50_ratio,omitempty"`
-	Goroutines   float64       `json:"server_goroutines,omitempty"`
-	Workers      int           `json:"workers"`
-	Rounds       int           `json:"rounds"`
-	NoticeBytes  int           `json:"notice_text_bytes"`
-	FileLimit    uint64        `json:"file_limit"`
-	StartedAtUTC time.Time     `json:"started_at"`
+	Server      ServerResult  `json:"server"`
+	Raw         *ServerResult `json:"raw,omitempty"`
+	CPURatio    float64       `json:"cpu_ratio,omitempty"`
+	P99Ratio    float64       `json:"p99_ratio,omitempty"`
+	P50Ratio    float64       `json:"p50_ratio,omitempty"`
+	Goroutines  float64       `json:"server_goroutines,omitempty"`
+	Workers     int           `json:"workers"`
+	Rounds      int           `json:"rounds"`
+	NoticeBytes int           `json:"notice_text_bytes"`
+	FileLimit   uint64        `json:"file_limit"`
+	// PerConnection counts links per connection server in -connect runs.
+	PerConnection map[string]int `json:"per_connection,omitempty"`
+	StartedAtUTC  time.Time      `json:"started_at"`
 }
 
 func (o *Options) defaults() error {
@@ -171,7 +182,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	wsURL := "ws://" + base.Host + "/ws"
-	servers := []*ServerResult{{Name: "backchannel", PID: o.ServerPID}}
+	servers := []*ServerResult{{Name: "backchannel", PID: o.ServerPID, ExtraPIDs: o.ExtraPIDs}}
+	if o.Connect {
+		wsURL = o.Target + "/connect"
+	}
 	var raw *exec.Cmd
 	var rawAddr string
 	if !o.NoRaw {
@@ -208,7 +222,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}()
 
 	for _, s := range servers {
-		p, err := SampleProc(s.PID)
+		p, err := s.sample()
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +265,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// run in the server under test; subtracted from the rounds' CPU).
 	idle0 := map[string]ProcSample{}
 	for _, s := range servers {
-		idle0[s.Name], _ = SampleProc(s.PID)
+		idle0[s.Name], _ = s.sample()
 	}
 	t0 := time.Now()
 	select {
@@ -261,7 +275,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	idleRate := map[string]float64{}
 	for _, s := range servers {
-		p, err := SampleProc(s.PID)
+		p, err := s.sample()
 		if err != nil {
 			return nil, err
 		}
@@ -274,6 +288,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		logf("%s: RSS %d MB -> %d MB after %v idle: %.2f KB per link; idle CPU %.1f%%", s.Name, s.RSSBefore>>20, s.RSSAfter>>20, o.Idle, s.RSSPerLinkKB, s.IdleCPUPercent)
 	}
 	res.Goroutines = scrapeGauge(o.Target+"/metrics", "go_goroutines")
+	if o.Connect {
+		res.PerConnection = connectionSpread(o)
+		logf("links per connection server (the application's conn:* groups): %v", res.PerConnection)
+	}
 
 	// Fan-out rounds, alternating servers so that noise from other work on
 	// the machine hits both alike.
@@ -302,7 +320,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 					return nil, err
 				}
 			}
-			p0, _ := SampleProc(s.PID)
+			p0, _ := s.sample()
 			start := time.Now()
 			if err := trigger(client, o, s.Name, rawAddr, text); err != nil {
 				return nil, err
@@ -316,7 +334,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				rl = append(rl, rp.Latencies...)
 			}
 			el := time.Since(start).Seconds()
-			p1, _ := SampleProc(s.PID)
+			p1, _ := s.sample()
 			rc := max(0, p1.CPUSeconds-p0.CPUSeconds-idleRate[s.Name]*el)
 			cpu[s.Name] += rc
 			s.Delivered += len(rl)
@@ -505,4 +523,53 @@ func (r *Result) Print(w io.Writer) {
 	if r.Raw != nil {
 		fmt.Fprintf(w, "\n  ratios to the raw baseline: CPU per message %.2f×, p99 latency %.2f×, p50 latency %.2f×\n", r.CPURatio, r.P99Ratio, r.P50Ratio)
 	}
+}
+
+// sample reads the server's processes, summed.
+func (s *ServerResult) sample() (ProcSample, error) {
+	sum, err := SampleProc(s.PID)
+	if err != nil {
+		return sum, err
+	}
+	for _, pid := range s.ExtraPIDs {
+		p, err := SampleProc(pid)
+		if err != nil {
+			return sum, err
+		}
+		sum.RSSBytes += p.RSSBytes
+		sum.CPUSeconds += p.CPUSeconds
+		sum.Threads += p.Threads
+	}
+	return sum, nil
+}
+
+// connectionSpread reads how many links each connection server holds from
+// the application tier's automatic conn:<id> groups.
+func connectionSpread(o Options) map[string]int {
+	req, err := http.NewRequest(http.MethodGet, o.Target+"/api/v1/groups", nil)
+	if err != nil {
+		return nil
+	}
+	req.Header.Set("Authorization", "Bearer "+o.APIKey)
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil
+	}
+	defer res.Body.Close()
+	var body struct {
+		Groups []struct {
+			ID      string `json:"id"`
+			Members int    `json:"members"`
+		} `json:"groups"`
+	}
+	if json.NewDecoder(res.Body).Decode(&body) != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, g := range body.Groups {
+		if id, ok := strings.CutPrefix(g.ID, "conn:"); ok {
+			out[id] = g.Members
+		}
+	}
+	return out
 }

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +177,13 @@ func (t *target) connect(c command) reply {
 func openLink(url string, src net.IP, stream string) (*wsClient, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if strings.HasPrefix(url, "http") {
+		// A /connect URL: ask it for a connection server first.
+		var err error
+		if url, err = lookupConnect(ctx, url, src); err != nil {
+			return nil, fmt.Errorf("/connect: %w", err)
+		}
+	}
 	l, err := dialWS(ctx, url, src, "Mozilla/5.0 (X11; Linux x86_64) backchannel-loadgen")
 	if err != nil {
 		return nil, err
@@ -222,4 +232,54 @@ func (t *target) closeAll() {
 		l.nc.Close()
 	}
 	t.readers.Wait()
+}
+
+// lookupConnect asks a /connect endpoint which connection server to use,
+// from the link's own source address.
+func lookupConnect(ctx context.Context, connectURL string, src net.IP) (string, error) {
+	client := connectClient(src)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, connectURL, nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", res.StatusCode)
+	}
+	var body struct {
+		URL string `json:"url"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		return "", err
+	}
+	if body.URL == "" {
+		return "", errors.New("no url in the answer")
+	}
+	return body.URL, nil
+}
+
+var (
+	connectClientsMu sync.Mutex
+	connectClients   = map[string]*http.Client{}
+)
+
+// connectClient returns an HTTP client dialling from src, one per source
+// address, keeping a few connections alive for the many lookups.
+func connectClient(src net.IP) *http.Client {
+	if src == nil {
+		return http.DefaultClient
+	}
+	connectClientsMu.Lock()
+	defer connectClientsMu.Unlock()
+	c := connectClients[src.String()]
+	if c == nil {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+		c = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64}}
+		connectClients[src.String()] = c
+	}
+	return c
 }
