@@ -306,7 +306,9 @@ func TestBlockingReload(t *testing.T) {
 
 	// The hinted part, fetched now, arrives when it is cut.
 	partRes := make(chan response, 1)
-	go func() { partRes <- do(t, http.MethodGet, fmt.Sprintf("%s/hls/live/part-%s-%d-%d.mp4", h.http.URL, hint[1], msn, idx)) }()
+	go func() {
+		partRes <- do(t, http.MethodGet, fmt.Sprintf("%s/hls/live/part-%s-%d-%d.mp4", h.http.URL, hint[1], msn, idx))
+	}()
 
 	r := h.get(t, fmt.Sprintf("/hls/live/media.m3u8?_HLS_msn=%d&_HLS_part=%d", msn, idx))
 	if r.status != 200 {
