@@ -19,6 +19,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.Handle("/api/v1/streams", s.auth(get(s.listStreams)))
 	mux.Handle("/api/v1/groups", s.auth(get(s.listGroups)))
 	mux.Handle("/api/v1/groups/{id}", s.auth(get(s.getGroup)))
+	s.recordingRoutes(mux)
 	mux.Handle("/api/v1/", s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
 	})))

@@ -32,6 +32,8 @@ type Config struct {
 
 	QoEWindow  time.Duration // telemetry aggregation window (10 s)
 	QoEWindows int           // windows kept per group (6)
+
+	Recorder Recorder // recording service behind /api/v1/…/recording(s); nil: 501
 }
 
 // Server is an application server.

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,12 +28,14 @@ import (
 	"github.com/backchannel/backchannel/application"
 	"github.com/backchannel/backchannel/connection"
 	"github.com/backchannel/backchannel/edge"
+	"github.com/backchannel/backchannel/edge/hls"
 	"github.com/backchannel/backchannel/ingest"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/cluster"
 	"github.com/backchannel/backchannel/internal/demo"
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/record"
 	"github.com/backchannel/backchannel/internal/rtc"
 	"github.com/backchannel/backchannel/internal/streamsync"
 	"github.com/backchannel/backchannel/player"
@@ -94,6 +97,8 @@ type Node struct {
 	registry *media.Registry
 	ingest   *ingest.Server
 	edge     *edge.Server
+	hls      *hls.Server
+	recorder *record.Recorder
 	conn     *connection.Server
 	app      *application.Server
 
@@ -247,11 +252,18 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
+		n.recorder, err = record.New(record.Config{Dir: filepath.Join(cfg.DataDir, "recordings"), Registry: n.registry, Logger: n.log, Metrics: reg})
+		if err != nil {
+			return fmt.Errorf("recordings: %w", err)
+		}
 	}
 	if n.has(RoleEdge) {
 		n.edge, err = edge.New(edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg})
 		if err != nil {
 			return fmt.Errorf("edge: %w", err)
+		}
+		if n.hls, err = hls.New(hls.Config{Registry: n.registry, Logger: n.log, Metrics: reg}); err != nil {
+			return fmt.Errorf("hls: %w", err)
 		}
 	}
 	if cfg.ClusterBind != "" {
@@ -273,8 +285,12 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if n.cluster != nil {
 			edges = &clusterEdges{cluster: n.cluster, view: func() *streamsync.View { return n.view }}
 		}
+		var recorder application.Recorder
+		if n.recorder != nil {
+			recorder = n.recorder
+		}
 		n.app, err = application.New(application.Config{
-			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Logger: n.log, Metrics: reg,
+			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Logger: n.log, Metrics: reg, Recorder: recorder,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
@@ -346,6 +362,12 @@ func (n *Node) routes() http.Handler {
 	}
 	if n.edge != nil {
 		mux.Handle("/whep/", n.edge.Handler())
+	}
+	if n.hls != nil {
+		mux.Handle("/hls/", n.hls.Handler())
+	}
+	if n.recorder != nil {
+		mux.Handle("/hls/recordings/", n.recorder.Handler())
 	}
 	if n.conn != nil {
 		mux.Handle("/ws", n.conn.Handler())
@@ -486,6 +508,12 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	} else if n.listener != nil {
 		n.listener.Close()
+	}
+	if n.hls != nil {
+		n.hls.Close()
+	}
+	if n.recorder != nil {
+		n.recorder.Close()
 	}
 	if n.ingest != nil {
 		n.ingest.Close()
