@@ -2,23 +2,26 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test test-deps build vet bench clean
+.PHONY: run test test-deps web build vet bench clean
 
-run: ## everything in one process, with the demo broadcast
+run: web ## everything in one process, with the demo broadcast
 	$(GO) run ./cmd/backchannel all --demo
 
-build:
+build: web
 	$(GO) build -o bin/backchannel ./cmd/backchannel
 
-test: test-deps ## every test: unit, fuzz seeds, end-to-end, browser
+test: test-deps web ## every test: unit, fuzz seeds, end-to-end, browser
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 test-deps:
 	@scripts/test-deps.sh
 
+web: ## hls.js from npm (pinned in package-lock.json) into player/web/vendor/, embedded by the binary
+	@scripts/web.sh
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 clean:
-	rm -rf bin data
+	rm -rf bin data node_modules player/web/vendor

@@ -299,6 +299,10 @@ loop:
 		}
 	}
 	s.finish()
+	for _, tr := range s.tracks {
+		lost, late := tr.lossStats()
+		s.log.Debug("cmaf: track done", "codec", tr.media.Codec().MimeType, "lost", lost, "late", late, "padding", tr.seqShift)
+	}
 	s.out.End(reason)
 }
 
@@ -325,9 +329,18 @@ func (s *Segmenter) finish() {
 func (s *Segmenter) handle(it item) {
 	tr := s.tracks[it.track]
 	s.arrived = it.at
+	if len(it.pkt.Payload) == 0 {
+		// Padding-only packets (bandwidth probes from browsers without RTX)
+		// share the media's sequence numbers: take them out of the
+		// numbering so the depacketizer sees neither a gap nor a bogus
+		// NAL unit.
+		tr.seqShift++
+		return
+	}
+	it.pkt.SequenceNumber -= tr.seqShift
 	units, err := tr.push(&it.pkt)
 	if err != nil {
-		s.dropped.Add(1)
+		s.drop(err.Error())
 		if tr.video && errors.Is(err, errLoss) {
 			// A lost reference frame damages the picture until the next
 			// keyframe: ask for one (rate-limited by the track).
@@ -359,23 +372,30 @@ func (s *Segmenter) unit(tr *track, u *unit, at time.Time) {
 func (s *Segmenter) videoUnit(tr *track, u *unit, dts, pts int64, at time.Time) {
 	t := fmp4.TicksToDuration(dts, tr.clock)
 	if u.key {
-		if changed := tr.params.update(u.nalus); changed || s.mux == nil {
+		// Parameter sets that change mid-stream (a WebRTC encoder adapting
+		// its resolution) stay in band: samples keep the SPS/PPS that
+		// differ from the init segment's, and decoders (MSE, ffmpeg) switch
+		// at the keyframe. A new init with a discontinuity would break
+		// players that cannot change a SourceBuffer's configuration, and
+		// ffmpeg's HLS reader.
+		tr.params.update(u.nalus)
+		if s.mux == nil {
 			if err := s.newMuxer(t); err != nil {
 				s.log.Warn("cmaf: cannot build an init segment", "err", err)
-				s.dropped.Add(1)
+				s.drop("cannot build init")
 				return
 			}
 		}
 	}
 	if s.mux == nil {
-		s.dropped.Add(1)
+		s.drop("waiting for a keyframe")
 		if !u.key {
 			s.requestKeyframe(at)
 		}
 		return
 	}
 	if dts < 0 || (tr.written && dts <= tr.lastDTS) {
-		s.dropped.Add(1)
+		s.drop("decode time not increasing")
 		return
 	}
 	var frame time.Duration
@@ -384,7 +404,7 @@ func (s *Segmenter) videoUnit(tr *track, u *unit, dts, pts int64, at time.Time) 
 	}
 	data, sync := tr.params.sampleData(s.videoCodec(), u.nalus)
 	if len(data) == 0 {
-		s.dropped.Add(1)
+		s.drop("empty sample")
 		return
 	}
 	if err := s.mux.WriteSample(tr.id, fmp4.TimedSample{DTS: dts, PTS: pts, Sync: sync, Data: data}); err != nil {
@@ -429,7 +449,7 @@ func (s *Segmenter) audioUnit(tr *track, u *unit, dts int64, at time.Time) {
 	}
 	t := fmp4.TicksToDuration(dts, tr.clock)
 	if dts < 0 || (tr.written && dts <= tr.lastDTS) || (s.video != nil && t < s.segStartOfMux()) {
-		s.dropped.Add(1)
+		s.drop("audio before video or time not increasing")
 		return
 	}
 	if err := s.mux.WriteSample(tr.id, fmp4.TimedSample{DTS: dts, PTS: dts, Duration: u.duration, Sync: true, Data: u.data}); err != nil {
@@ -558,6 +578,12 @@ func (s *Segmenter) fail(err error) {
 	s.started = false
 	for _, tr := range s.tracks {
 		tr.written = false
+	}
+}
+
+func (s *Segmenter) drop(why string) {
+	if n := s.dropped.Add(1); n <= 20 {
+		s.log.Debug("cmaf: unit dropped", "why", why, "n", n)
 	}
 }
 

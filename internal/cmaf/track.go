@@ -57,6 +57,8 @@ type track struct {
 	channels int
 	opusTS   unwrapper
 
+	seqShift uint16 // padding-only packets skipped so far
+
 	based   bool
 	base    int64 // added to the track's timestamps to place them on the timeline
 	written bool  // a sample went into the current muxer
@@ -260,15 +262,69 @@ func (p *paramSets) codec() (fmp4.Codec, error) {
 	return nil, errors.New("cmaf: not video")
 }
 
-// sampleData converts an access unit with the muxer's codec.
+// sampleData converts an access unit with the muxer's codec. An access
+// unit carrying parameter sets other than the init segment's keeps all of
+// them in band: decoders (ffmpeg, and browsers built on it) forget the
+// PPSs of an SPS that changes, so the PPS must follow the new SPS even
+// when its bytes did not change.
 func (p *paramSets) sampleData(c fmp4.Codec, nalus [][]byte) ([]byte, bool) {
 	switch v := c.(type) {
 	case *fmp4.H264:
+		if changedParams(nalus, [][]byte{v.SPS, v.PPS}, func(n []byte) bool {
+			t := h264.TypeOf(n)
+			return t == h264.NALUTypeSPS || t == h264.NALUTypePPS
+		}) {
+			return inBand(nalus, func(n []byte) bool {
+				t := h264.TypeOf(n)
+				return t == h264.NALUTypeAUD || t == h264.NALUTypeFiller
+			}), h264.IsKeyframe(nalus)
+		}
 		return v.SampleData(nalus)
 	case *fmp4.H265:
+		if changedParams(nalus, [][]byte{v.VPS, v.SPS, v.PPS}, func(n []byte) bool {
+			t := h265.TypeOf(n)
+			return t == h265.NALUTypeVPS || t == h265.NALUTypeSPS || t == h265.NALUTypePPS
+		}) {
+			return inBand(nalus, func(n []byte) bool {
+				t := h265.TypeOf(n)
+				return t == h265.NALUTypeAUD || t == h265.NALUTypeFiller
+			}), h265.IsKeyframe(nalus)
+		}
 		return v.SampleData(nalus)
 	}
 	return nil, false
+}
+
+// changedParams reports whether nalus hold a parameter set that is not one
+// of the init segment's.
+func changedParams(nalus, init [][]byte, isParam func([]byte) bool) bool {
+	for _, n := range nalus {
+		if !isParam(n) {
+			continue
+		}
+		known := false
+		for _, i := range init {
+			if bytes.Equal(n, i) {
+				known = true
+			}
+		}
+		if !known {
+			return true
+		}
+	}
+	return false
+}
+
+// inBand converts an access unit to AVCC sample data, keeping every NAL
+// unit but those skip says.
+func inBand(nalus [][]byte, skip func([]byte) bool) []byte {
+	keep := make([][]byte, 0, len(nalus))
+	for _, n := range nalus {
+		if !skip(n) {
+			keep = append(keep, n)
+		}
+	}
+	return h264.AppendAVCC(make([]byte, 0, h264.AVCCSize(keep)), keep)
 }
 
 // unwrapper extends 32-bit RTP timestamps to 64 bits.
@@ -286,4 +342,20 @@ func (u *unwrapper) extend(ts uint32) int64 {
 	u.ext += int64(int32(ts - u.last))
 	u.last = ts
 	return u.ext
+}
+
+// lossStats returns the packets the depacketizer found missing or late.
+func (t *track) lossStats() (lost, late uint64) {
+	switch t.kind {
+	case kindH264:
+		st := t.h264d.Stats()
+		return st.PacketsLost, st.PacketsLate
+	case kindH265:
+		st := t.h265d.Stats()
+		return st.PacketsLost, st.PacketsLate
+	case kindAAC:
+		st := t.aacd.Stats()
+		return st.PacketsLost, st.PacketsLate
+	}
+	return 0, 0
 }

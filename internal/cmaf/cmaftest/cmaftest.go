@@ -286,7 +286,11 @@ func Decode(t testing.TB, input string, outputOpts ...string) string {
 	t.Helper()
 	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-i", input}
 	args = append(args, outputOpts...)
-	args = append(args, "-f", "null", "-")
+	// The encoder takes the demuxer's time base: with ffmpeg's default (one
+	// tick per guessed frame interval) the frames of variable-rate sources
+	// such as WebRTC cameras collide in the null muxer, which then
+	// complains about its own timestamps.
+	args = append(args, "-enc_time_base", "-1", "-f", "null", "-")
 	cmd := exec.Command(Tool(t, "ffmpeg"), args...)
 	var out bytes.Buffer
 	cmd.Stderr, cmd.Stdout = &out, &out
