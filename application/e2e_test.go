@@ -251,7 +251,7 @@ func TestViewerJourney(t *testing.T) {
 	// watch → endpoint (with seq) and the current status; the link joins
 	// stream:demo on both tiers.
 	ep := a.watch("demo")
-	if ep["stream"] != "demo" || ep["whep"] != "/whep/demo" || ep["edge"] != "e1" || ep["hls"] != "" || ep["seq"] == nil {
+	if ep["stream"] != "demo" || ep["whep"] != "/whep/demo" || ep["edge"] != "e1" || ep["hls"] != "/hls/demo/index.m3u8" || ep["seq"] == nil {
 		t.Fatalf("endpoint %v", ep)
 	}
 	if st := a.next(); st["t"] != "stream-status" || st["state"] != "offline" || st["seq"] == nil {
