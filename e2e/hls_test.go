@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -150,6 +151,47 @@ func TestHLSInChromium(t *testing.T) {
 		onHLSWithin(t, p, n.URL()+"/watch/demo", "ice", 5*time.Second)
 		advancing(t, p, 3*time.Second, 0.9)
 	})
+}
+
+// blockURL makes every request matching pattern (URLPattern syntax) fail.
+func blockURL(p *browsertest.Page, pattern string) error {
+	return p.Do(10*time.Second, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		if _, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{}); err != nil {
+			return chromedp.Void{}, err
+		}
+		_, err := cdp.Call(ctx, t, network.SetBlockedURLs, network.SetBlockedURLsParams{
+			URLPatterns: []*network.BlockPattern{{URLPattern: pattern, Block: true}}})
+		return chromedp.Void{}, err
+	})
+}
+
+// TestPlayerWithoutHlsJs: a build whose vendor/hls.min.js is missing (here:
+// the request for it fails) still plays WHEP, and a page that must use HLS
+// says why it cannot.
+func TestPlayerWithoutHlsJs(t *testing.T) {
+	n := startNode(t, true)
+	waitLive(t, n, "demo", 15*time.Second)
+	b := browsertest.Launch(t)
+
+	whep := b.NewUser(t)
+	if err := blockURL(whep, "*://*:*/static/vendor/*"); err != nil {
+		t.Fatal(err)
+	}
+	whep.Navigate(n.URL() + "/watch/demo")
+	if err := whep.WaitFor(20*time.Second, `window.backchannel.state.session && window.backchannel.video.currentTime > 0.5`); err != nil {
+		t.Fatalf("WHEP does not play without hls.js: %v", err)
+	}
+
+	p := b.NewUser(t)
+	if err := blockURL(p, "*://*:*/static/vendor/*"); err != nil {
+		t.Fatal(err)
+	}
+	p.Navigate(n.URL() + "/watch/demo?transport=hls")
+	if err := p.WaitFor(10*time.Second, `document.getElementById("overlay").textContent.includes("make web")`); err != nil {
+		st, _ := browsertest.Eval[*pageHLS](p, hlsState)
+		overlay, _ := browsertest.Eval[string](p, `document.getElementById("overlay").textContent`)
+		t.Fatalf("no clear error without hls.js: %v; overlay %q; page %+v", err, overlay, st)
+	}
 }
 
 // TestLLHLSWithFFmpeg: ffprobe reads the demo's LL-HLS from a whole node
