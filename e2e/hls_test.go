@@ -194,6 +194,27 @@ func TestPlayerWithoutHlsJs(t *testing.T) {
 	}
 }
 
+// TestRTSPLikeH264BFramesAACInChromium: hls.js plays what an RTSP publisher
+// with libx264 defaults (B-frames) and AAC sends, fed into the node's
+// registry from the RTP packetizers (the RTSP server itself is on another
+// branch; once merged, an `ffmpeg -f rtsp` publish replaces the feeder).
+func TestRTSPLikeH264BFramesAACInChromium(t *testing.T) {
+	n := startNode(t, false)
+	src := cmaftest.X264AAC(t, 4)
+	pub := cmaftest.Publish(t, n.Registry(), "cam", src)
+	ctx, cancel := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() { defer close(fed); _ = cmaftest.Feed(ctx, pub, cmaftest.Loop(src, 10), 1) }()
+	defer func() { cancel(); <-fed }()
+	b := browsertest.Launch(t)
+	p := b.NewUser(t)
+	onHLSWithin(t, p, n.URL()+"/watch/cam?transport=hls", "requested", 5*time.Second)
+	last := advancing(t, p, 5*time.Second, 0.9)
+	if last.W != 640 || last.H != 360 {
+		t.Errorf("playing %dx%d, want 640x360", last.W, last.H)
+	}
+}
+
 // TestLLHLSWithFFmpeg: ffprobe reads the demo's LL-HLS from a whole node
 // (codecs, size, frame rate, monotonic timestamps) and `ffmpeg -i
 // …/index.m3u8 -t 10 -f null -` decodes it without a message.

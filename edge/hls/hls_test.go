@@ -52,7 +52,7 @@ func start(t *testing.T, src *cmaftest.Source, cfg hls.Config) *harness {
 		h.fed.Add(1)
 		go func() {
 			defer h.fed.Done()
-			loop := loopSource(src, 30)
+			loop := cmaftest.Loop(src, 30)
 			_ = cmaftest.Feed(ctx, h.pub, loop, 1)
 		}()
 	}
@@ -66,34 +66,6 @@ func start(t *testing.T, src *cmaftest.Source, cfg hls.Config) *harness {
 		h.reg.Close()
 	})
 	return h
-}
-
-// loopSource repeats a source n times with continuous sequence numbers
-// and timestamps.
-func loopSource(src *cmaftest.Source, n int) *cmaftest.Source {
-	out := &cmaftest.Source{Codecs: src.Codecs, Length: src.Length * time.Duration(n)}
-	seqSpan := map[media.Kind]uint16{}
-	tsSpan := map[media.Kind]uint32{}
-	first := map[media.Kind]bool{}
-	for _, p := range src.Packets {
-		if !first[p.Kind] {
-			first[p.Kind] = true
-		}
-		seqSpan[p.Kind]++
-	}
-	for _, c := range src.Codecs {
-		k := c.Kind()
-		tsSpan[k] = uint32(src.Length.Seconds() * float64(c.ClockRate))
-	}
-	for l := range n {
-		for _, p := range src.Packets {
-			cp := *p.RTP
-			cp.SequenceNumber += uint16(l) * seqSpan[p.Kind]
-			cp.Timestamp += uint32(l) * tsSpan[p.Kind]
-			out.Packets = append(out.Packets, cmaftest.Packet{Kind: p.Kind, At: p.At + time.Duration(l)*src.Length, RTP: &cp})
-		}
-	}
-	return out
 }
 
 type response struct {
@@ -508,5 +480,25 @@ func CheckFFmpegHLS(t *testing.T, url, vcodec, acodec string, w, hgt int, fps fl
 	}
 	if msg := cmaftest.Decode(t, url, "-t", strconv.Itoa(seconds)); msg != "" {
 		t.Errorf("ffmpeg decode of %s: %s", url, msg)
+	}
+}
+
+// TestFFmpegReadsRTSPLikeH264BFramesAAC: the source an RTSP camera or
+// `ffmpeg -f rtsp` with libx264 defaults sends (H.264 with B-frames,
+// sprop-parameter-sets, AAC as mpeg4-generic), built with the RTP
+// packetizers alone, packaged as LL-HLS: ffprobe sees H.264 with B-frames
+// and AAC at 640x360@30 with monotonic timestamps, ffmpeg decodes it.
+func TestFFmpegReadsRTSPLikeH264BFramesAAC(t *testing.T) {
+	h := start(t, cmaftest.X264AAC(t, 4), hls.Config{})
+	url := h.http.URL + "/hls/live/index.m3u8"
+	r := h.get(t, "/hls/live/index.m3u8")
+	if r.status != 200 || !strings.Contains(r.body, `,mp4a.40.2"`) || !strings.Contains(r.body, `CODECS="avc1.64`) {
+		t.Fatalf("multivariant: %d\n%s", r.status, r.body)
+	}
+	time.Sleep(3 * time.Second)
+	CheckFFmpegHLS(t, url, "h264", "aac", 640, 360, 30, 3)
+	p := cmaftest.FFprobe(t, url, "-read_intervals", "%+2")
+	if v, _ := p.Stream("video"); v.HasBFrames == 0 {
+		t.Errorf("ffprobe sees no B-frames: %+v", v)
 	}
 }

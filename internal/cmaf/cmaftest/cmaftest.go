@@ -220,6 +220,29 @@ func X264AAC(t testing.TB, seconds int) *Source {
 	return src
 }
 
+// Loop repeats a source n times with continuous sequence numbers and
+// timestamps, as a publisher looping a clip sends it.
+func Loop(src *Source, n int) *Source {
+	out := &Source{Codecs: src.Codecs, Length: src.Length * time.Duration(n)}
+	seqSpan := map[media.Kind]uint16{}
+	tsSpan := map[media.Kind]uint32{}
+	for _, p := range src.Packets {
+		seqSpan[p.Kind]++
+	}
+	for _, c := range src.Codecs {
+		tsSpan[c.Kind()] = uint32(src.Length.Seconds() * float64(c.ClockRate))
+	}
+	for l := range n {
+		for _, p := range src.Packets {
+			cp := *p.RTP
+			cp.SequenceNumber += uint16(l) * seqSpan[p.Kind]
+			cp.Timestamp += uint32(l) * tsSpan[p.Kind]
+			out.Packets = append(out.Packets, Packet{Kind: p.Kind, At: p.At + time.Duration(l)*src.Length, RTP: &cp})
+		}
+	}
+	return out
+}
+
 // nopSource is the publisher side of a fed publication.
 type nopSource struct{ keyframes chan struct{} }
 
