@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +173,12 @@ var errOffline = errors.New("stream is not on air")
 
 // muxerFor returns the stream's packager, starting one if needed.
 func (s *Server) muxerFor(name string) (*muxer, error) {
+	var gone *muxer
+	defer func() {
+		if gone != nil {
+			gone.seg.Close() // already ended: returns at once
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -185,7 +193,7 @@ func (s *Server) muxerFor(name string) (*muxer, error) {
 			return m, nil
 		}
 		delete(s.muxers, name)
-		go m.seg.Close()
+		gone = m
 	}
 	st, ok := s.cfg.Registry.Lookup(name)
 	if !ok || !st.Live() {
@@ -400,27 +408,10 @@ func (s *Server) notReady(w http.ResponseWriter, m *muxer, stream string) {
 // serveMedia serves the media playlist, holding blocking reloads
 // (_HLS_msn, _HLS_part) until the playlist holds what they ask for.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, stream string) {
-	q := r.URL.Query()
-	msn, part := int64(-1), -1
-	if v := q.Get("_HLS_msn"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 63)
-		if err != nil {
-			problem.Write(w, http.StatusBadRequest, "_HLS_msn must be a media sequence number")
-			return
-		}
-		msn = int64(n)
-	}
-	if v := q.Get("_HLS_part"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 31)
-		if err != nil {
-			problem.Write(w, http.StatusBadRequest, "_HLS_part must be a part index")
-			return
-		}
-		if msn < 0 {
-			problem.Write(w, http.StatusBadRequest, "_HLS_part needs _HLS_msn")
-			return
-		}
-		part = int(n)
+	msn, part, err := parseBlocking(r.URL.Query())
+	if err != nil {
+		problem.Write(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	m := s.openMuxer(w, stream)
 	if m == nil {
@@ -469,28 +460,59 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, stream strin
 	_, _ = w.Write(body)
 }
 
-// serveFile serves init-{token}-{id}, seg-{token}-{msn}, part-{token}-{msn}-{i}.
-func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name string) {
+// parseBlocking reads the blocking reload parameters: msn is -1 without
+// _HLS_msn, part -1 without _HLS_part.
+func parseBlocking(q url.Values) (msn int64, part int, err error) {
+	msn, part = -1, -1
+	if v := q.Get("_HLS_msn"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 63)
+		if err != nil {
+			return -1, -1, errors.New("_HLS_msn must be a media sequence number")
+		}
+		msn = int64(n)
+	}
+	if v := q.Get("_HLS_part"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return -1, -1, errors.New("_HLS_part must be a part index")
+		}
+		if msn < 0 {
+			return -1, -1, errors.New("_HLS_part needs _HLS_msn")
+		}
+		part = int(n)
+	}
+	return msn, part, nil
+}
+
+// parseMediaName splits init-{token}-{id}, seg-{token}-{msn} and
+// part-{token}-{msn}-{i} (without ".mp4").
+func parseMediaName(name string) (kind, token string, nums []uint64, ok bool) {
 	fields := strings.Split(name, "-")
-	nums := make([]uint64, 0, 2)
-	for _, f := range fields[min(2, len(fields)):] {
+	want := map[string]int{"init": 1, "seg": 1, "part": 2}[fields[0]]
+	if want == 0 || len(fields) != 2+want || fields[1] == "" {
+		return "", "", nil, false
+	}
+	for _, f := range fields[2:] {
 		n, err := strconv.ParseUint(f, 10, 63)
 		if err != nil {
-			s.notFound(w, "no such HLS resource")
-			return
+			return "", "", nil, false
 		}
 		nums = append(nums, n)
 	}
-	kind := fields[0]
-	want := map[string]int{"init": 1, "seg": 1, "part": 2}[kind]
-	if want == 0 || len(fields) != 2+want {
+	return fields[0], fields[1], nums, true
+}
+
+// serveFile serves init-{token}-{id}, seg-{token}-{msn}, part-{token}-{msn}-{i}.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name string) {
+	kind, token, nums, ok := parseMediaName(name)
+	if !ok || nums[0] > math.MaxInt32 && kind != "seg" {
 		s.notFound(w, "no such HLS resource")
 		return
 	}
 	s.mu.Lock()
 	m := s.muxers[stream]
 	s.mu.Unlock()
-	if m == nil || m.token != fields[1] {
+	if m == nil || m.token != token {
 		s.notFound(w, "this HLS resource is gone: reload the playlist")
 		return
 	}
@@ -513,6 +535,9 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name 
 		}
 		m.mu.Unlock()
 	case "part":
+		if nums[1] > math.MaxInt32 {
+			break
+		}
 		msn, idx := nums[0], int(nums[1])
 		get := func() bool {
 			if sg := m.findLocked(msn); sg != nil && idx < len(sg.parts) {

@@ -213,14 +213,28 @@ func (rec *recording) writePlaylistLocked() error {
 	return writeFile(filepath.Join(rec.dir, playlistFile), b.Bytes())
 }
 
-// loadSegments reads the segment list back from the playlist on disk.
+// loadSegments reads the segment list back from the playlist on disk,
+// keeping the segments whose files exist.
 func (rec *recording) loadSegments() error {
-	f, err := os.Open(filepath.Join(rec.dir, playlistFile))
+	b, err := os.ReadFile(filepath.Join(rec.dir, playlistFile))
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	segs, err := parsePlaylist(b)
+	for _, s := range segs {
+		if _, statErr := os.Stat(filepath.Join(rec.dir, s.file)); statErr == nil {
+			rec.segs = append(rec.segs, s)
+		}
+	}
+	return err
+}
+
+// parsePlaylist reads a recording's own playlist: its EXT-X-MAP, EXTINF
+// and segment lines. Names other than a recording's files are refused, so
+// a tampered playlist cannot point anywhere else on disk.
+func parsePlaylist(b []byte) ([]diskSegment, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	var segs []diskSegment
 	init := ""
 	var dur time.Duration
 	pending := false
@@ -228,27 +242,27 @@ func (rec *recording) loadSegments() error {
 		line := strings.TrimSpace(sc.Text())
 		switch {
 		case strings.HasPrefix(line, "#EXT-X-MAP:URI="):
-			if u, err := strconv.Unquote(strings.TrimPrefix(line, "#EXT-X-MAP:URI=")); err == nil && validFile(u) {
-				init = u
+			u, err := strconv.Unquote(strings.TrimPrefix(line, "#EXT-X-MAP:URI="))
+			if err != nil || !validFile(u) {
+				return segs, fmt.Errorf("bad EXT-X-MAP %q", line)
 			}
+			init = u
 		case strings.HasPrefix(line, "#EXTINF:"):
 			v, _, _ := strings.Cut(strings.TrimPrefix(line, "#EXTINF:"), ",")
 			secs, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return fmt.Errorf("bad EXTINF %q", line)
+			if err != nil || !(secs >= 0 && secs <= 24*3600) {
+				return segs, fmt.Errorf("bad EXTINF %q", line)
 			}
 			dur, pending = time.Duration(secs*float64(time.Second)), true
 		case line != "" && !strings.HasPrefix(line, "#") && pending:
-			if !validFile(line) {
-				return fmt.Errorf("bad segment name %q", line)
+			if !validFile(line) || !strings.HasPrefix(line, "seg-") {
+				return segs, fmt.Errorf("bad segment name %q", line)
 			}
-			if _, err := os.Stat(filepath.Join(rec.dir, line)); err == nil {
-				rec.segs = append(rec.segs, diskSegment{file: line, init: init, duration: dur})
-			}
+			segs = append(segs, diskSegment{file: line, init: init, duration: dur})
 			pending = false
 		}
 	}
-	return sc.Err()
+	return segs, sc.Err()
 }
 
 // writeFile replaces a file atomically, so a reader or a crash never sees
