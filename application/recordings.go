@@ -94,6 +94,8 @@ func (s *Server) streamRecording(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, http.StatusConflict, "stream "+name+" is not on air")
 	case errors.Is(err, record.ErrAlreadyRecording):
 		problem.Write(w, http.StatusConflict, "stream "+name+" is already being recorded")
+	case errors.Is(err, record.ErrUnsupported):
+		problem.Write(w, http.StatusUnsupportedMediaType, err.Error())
 	case errors.Is(err, record.ErrNotRecording):
 		problem.Write(w, http.StatusNotFound, "stream "+name+" is not being recorded")
 	case err != nil:

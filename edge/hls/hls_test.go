@@ -502,3 +502,21 @@ func TestFFmpegReadsRTSPLikeH264BFramesAAC(t *testing.T) {
 		t.Errorf("ffprobe sees no B-frames: %+v", v)
 	}
 }
+
+// TestContentSteeringAndConfig: with a steering server configured the
+// multivariant playlist names it and this edge's pathway; impossible
+// targets are refused.
+func TestContentSteeringAndConfig(t *testing.T) {
+	h := start(t, cmaftest.DemoClip(t, 1), hls.Config{SteeringURI: "https://steer.example/{stream}.json", PathwayID: "edge-1"})
+	r := h.get(t, "/hls/live/index.m3u8")
+	if r.status != 200 || !strings.Contains(r.body, `#EXT-X-CONTENT-STEERING:SERVER-URI="https://steer.example/live.json",PATHWAY-ID="edge-1"`) ||
+		!strings.Contains(tagValue(r.body, "#EXT-X-STREAM-INF"), `PATHWAY-ID="edge-1"`) {
+		t.Errorf("multivariant with steering: %d\n%s", r.status, r.body)
+	}
+	if _, err := hls.New(hls.Config{Registry: h.reg, PartTarget: time.Second, SegmentTarget: 500 * time.Millisecond}); err == nil {
+		t.Error("a segment target below the part target was accepted")
+	}
+	if _, err := hls.New(hls.Config{}); err == nil {
+		t.Error("a server without a registry was accepted")
+	}
+}

@@ -53,6 +53,7 @@ var (
 	ErrAlreadyRecording = errors.New("record: stream is already being recorded")
 	ErrNotRecording     = errors.New("record: stream is not being recorded")
 	ErrClosed           = errors.New("record: recorder closed")
+	ErrUnsupported      = errors.New("record: the stream has no track that can be recorded (H.264, H.265, Opus, AAC)")
 )
 
 // Recording describes one recording, as listed by the API.
@@ -195,8 +196,11 @@ func (r *Recorder) Start(stream string) (Recording, error) {
 	seg, err := cmaf.Start(st, cmaf.Config{SegmentTarget: r.cfg.SegmentTarget, NoParts: true, Logger: r.log}, rec)
 	if err != nil {
 		os.RemoveAll(dir)
-		if errors.Is(err, media.ErrStreamEnded) {
+		switch {
+		case errors.Is(err, media.ErrStreamEnded):
 			return Recording{}, ErrOffline
+		case errors.Is(err, cmaf.ErrNoSupportedTrack):
+			return Recording{}, fmt.Errorf("%w: %v", ErrUnsupported, err)
 		}
 		return Recording{}, err
 	}

@@ -156,6 +156,11 @@ func TestStopAndInterrupted(t *testing.T) {
 	if _, err := r.Stop("nobody"); !errors.Is(err, record.ErrNotRecording) {
 		t.Errorf("stop without a recording: %v", err)
 	}
+	vp8 := cmaftest.Publish(t, reg, "vp8", &cmaftest.Source{Codecs: []media.Codec{{MimeType: media.MimeVP8, ClockRate: 90000}}})
+	defer vp8.Close()
+	if _, err := r.Start("vp8"); !errors.Is(err, record.ErrUnsupported) {
+		t.Errorf("start of a VP8 stream: %v", err)
+	}
 	src := cmaftest.DemoClip(t, 1)
 	pub := cmaftest.Publish(t, reg, "cam", src)
 	defer pub.Close()
