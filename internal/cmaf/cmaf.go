@@ -135,7 +135,6 @@ type Segmenter struct {
 	initID     int
 	partStart  time.Duration
 	segStart   time.Duration
-	segOpen    bool
 	newSegment bool // the next part starts a segment
 	started    bool // the first video keyframe (or audio sample) went in
 	lastKeyReq time.Time
@@ -312,12 +311,12 @@ func (s *Segmenter) finish() {
 		return
 	}
 	data, info, err := s.mux.Flush()
-	if err != nil || data == nil {
-		if s.segOpen {
-			// Nothing left to flush: the segment ends with what it has.
-			s.log.Debug("cmaf: flush", "err", err)
-		}
+	if err != nil {
+		s.log.Warn("cmaf: last fragment lost", "err", err)
 		return
+	}
+	if data == nil {
+		return // nothing queued (audio only): outputs close what they hold at End
 	}
 	end := s.partStart
 	for _, t := range info.Tracks {
@@ -414,7 +413,7 @@ func (s *Segmenter) videoUnit(tr *track, u *unit, dts, pts int64, at time.Time) 
 	tr.written, tr.lastDTS = true, dts
 	if !s.started {
 		s.started = true
-		s.partStart, s.segStart, s.segOpen, s.newSegment = t, t, true, true
+		s.partStart, s.segStart, s.newSegment = t, t, true
 		return
 	}
 	segDur := t - s.segStart
@@ -463,7 +462,7 @@ func (s *Segmenter) audioUnit(tr *track, u *unit, dts int64, at time.Time) {
 	end := fmp4.TicksToDuration(dts+int64(u.duration), tr.clock)
 	if !s.started {
 		s.started = true
-		s.partStart, s.segStart, s.segOpen, s.newSegment = t, t, true, true
+		s.partStart, s.segStart, s.newSegment = t, t, true
 	}
 	switch {
 	case end-s.segStart >= s.cfg.SegmentTarget:

@@ -311,3 +311,42 @@ func TestCloseFlushes(t *testing.T) {
 		t.Errorf("ffmpeg decode: %s", msg)
 	}
 }
+
+// TestAudioOnly: an Opus-only stream is cut on audio: 200 ms parts, 1 s
+// segments, every part independent.
+func TestAudioOnly(t *testing.T) {
+	clip := cmaftest.DemoClip(t, 1)
+	src := &cmaftest.Source{Codecs: clip.Codecs[1:], Length: clip.Length}
+	for _, p := range clip.Packets {
+		if p.Kind == media.KindAudio {
+			src.Packets = append(src.Packets, p)
+		}
+	}
+	out := run(t, src, cmaf.Config{}, 8)
+	if len(out.inits) != 1 || out.inits[0].Codecs != "opus" || out.inits[0].Video {
+		t.Fatalf("inits %+v", out.inits)
+	}
+	segs := 0
+	for i, p := range out.parts {
+		if !p.Independent {
+			t.Errorf("audio part %d not independent", i)
+		}
+		if !p.SegmentEnd && (p.Duration < 200*time.Millisecond || p.Duration > 220*time.Millisecond) {
+			t.Errorf("part %d lasts %v", i, p.Duration)
+		}
+		if p.SegmentEnd {
+			segs++
+		}
+	}
+	if segs < 5 || segs > 7 {
+		t.Errorf("%d segments for 6 s of audio", segs)
+	}
+	p := cmaftest.FFprobe(t, out.file(t))
+	if a, ok := p.Stream("audio"); !ok || a.CodecName != "opus" || len(p.Streams) != 1 {
+		t.Errorf("ffprobe: %+v", p.Streams)
+	}
+	cmaftest.CheckMonotonic(t, p)
+	if msg := cmaftest.Decode(t, out.file(t)); msg != "" {
+		t.Errorf("ffmpeg decode: %s", msg)
+	}
+}

@@ -87,7 +87,15 @@ func (rec *recording) WritePart(p cmaf.Part) {
 	rec.cur = append(rec.cur, p.Data...)
 	rec.curDur += p.Duration
 	rec.curInit = p.Init
-	if !p.SegmentEnd {
+	if p.SegmentEnd {
+		rec.closeSegmentLocked()
+	}
+}
+
+// closeSegmentLocked writes the segment being filled and the playlist that
+// lists it.
+func (rec *recording) closeSegmentLocked() {
+	if len(rec.cur) == 0 || rec.failed {
 		return
 	}
 	name := fmt.Sprintf("seg-%05d.m4s", len(rec.segs)+1)
@@ -122,6 +130,9 @@ func (rec *recording) End(reason error) {
 	case errors.Is(reason, media.ErrCodecChanged):
 		end = EndCodec
 	}
+	rec.mu.Lock()
+	rec.closeSegmentLocked() // parts of a segment the stream's end cut short
+	rec.mu.Unlock()
 	rec.finish(end)
 	rec.r.ended(rec)
 	rec.r.log.Info("recording ended", "stream", rec.info.Stream, "id", rec.info.ID, "reason", end, "segments", rec.info.Segments)
