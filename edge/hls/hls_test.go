@@ -520,3 +520,22 @@ func TestContentSteeringAndConfig(t *testing.T) {
 		t.Error("a server without a registry was accepted")
 	}
 }
+
+// TestBlockingReloadTimesOut: when the publisher stops sending, a blocked
+// reload is answered 503 with Retry-After after three target durations.
+func TestBlockingReloadTimesOut(t *testing.T) {
+	h := start(t, cmaftest.DemoClip(t, 1), hls.Config{})
+	first := h.get(t, "/hls/live/media.m3u8")
+	if first.status != 200 {
+		t.Fatalf("%d", first.status)
+	}
+	h.cancel()
+	h.fed.Wait()
+	time.Sleep(300 * time.Millisecond)
+	last := h.get(t, "/hls/live/media.m3u8")
+	hint := hintRE.FindStringSubmatch(last.body)
+	r := h.get(t, fmt.Sprintf("/hls/live/media.m3u8?_HLS_msn=%s&_HLS_part=%s", hint[2], hint[3]))
+	if r.status != 503 || r.header.Get("Retry-After") == "" || r.took < 2900*time.Millisecond || r.took > 4*time.Second {
+		t.Errorf("stalled blocking reload: %d after %v (Retry-After %q), want 503 after 3 s", r.status, r.took, r.header.Get("Retry-After"))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -346,6 +347,30 @@ func TestAudioOnly(t *testing.T) {
 		t.Errorf("ffprobe: %+v", p.Streams)
 	}
 	cmaftest.CheckMonotonic(t, p)
+	if msg := cmaftest.Decode(t, out.file(t)); msg != "" {
+		t.Errorf("ffmpeg decode: %s", msg)
+	}
+}
+
+// TestX265 (RTSP-like H.265 with B-frames): hvc1 with the right codec
+// string, composition offsets kept, a clean decode.
+func TestX265(t *testing.T) {
+	out := run(t, cmaftest.X265(t, 2), cmaf.Config{}, 8)
+	if len(out.inits) != 1 || !strings.HasPrefix(out.inits[0].Codecs, "hvc1.1.") || out.inits[0].Width != 640 || out.inits[0].Height != 360 {
+		t.Fatalf("inits %+v", out.inits)
+	}
+	tracks, err := fmp4.ParseInit(out.inits[0].Data)
+	if err != nil || tracks[0].SampleEntry != "hvc1" {
+		t.Fatalf("init: %+v %v", tracks, err)
+	}
+	p := cmaftest.FFprobe(t, out.file(t))
+	v, _ := p.Stream("video")
+	if v.CodecName != "hevc" || v.Width != 640 || v.Height != 360 || v.FrameRate() != 30 {
+		t.Errorf("ffprobe: %+v", v)
+	}
+	if n := cmaftest.CheckMonotonic(t, p)[v.Index]; n != 60 {
+		t.Errorf("%d frames, want 60", n)
+	}
 	if msg := cmaftest.Decode(t, out.file(t)); msg != "" {
 		t.Errorf("ffmpeg decode: %s", msg)
 	}

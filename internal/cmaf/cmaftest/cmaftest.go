@@ -27,6 +27,7 @@ import (
 
 	"github.com/backchannel/backchannel/internal/codec/aac"
 	"github.com/backchannel/backchannel/internal/codec/h264"
+	"github.com/backchannel/backchannel/internal/codec/h265"
 	"github.com/backchannel/backchannel/internal/demo"
 	"github.com/backchannel/backchannel/internal/fmp4"
 	"github.com/backchannel/backchannel/internal/media"
@@ -241,6 +242,69 @@ func Loop(src *Source, n int) *Source {
 		}
 	}
 	return out
+}
+
+// X265 encodes seconds of testsrc2 640x360 at 30 fps with libx265's
+// defaults (B-frames; keyframe every 30 frames, parameter sets repeated)
+// and packetizes it as RFC 7798 H.265 with sprop-vps/sps/pps, RTP
+// timestamps = PTS: what an RTSP camera sends. Video only.
+func X265(t testing.TB, seconds int) *Source {
+	t.Helper()
+	mp4 := filepath.Join(t.TempDir(), "src.mp4")
+	FFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", fmt.Sprint(seconds),
+		"-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "keyint=30:min-keyint=30:repeat-headers=1:log-level=error:pools=1:frame-threads=1",
+		"-tag:v", "hvc1", "-movflags", "frag_keyframe+empty_moov+default_base_moof", mp4)
+	b, err := os.ReadFile(mp4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracks, err := fmp4.ParseInit(b)
+	if err != nil || len(tracks) != 1 {
+		t.Fatalf("x265 source: %d tracks, %v", len(tracks), err)
+	}
+	frags, err := fmp4.ParseFragments(b, fmp4.Defaults(tracks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale := int64(tracks[0].TimeScale)
+	var vps, sps, pps []byte
+	vp := rtp.NewPacketizer(1200, 96, 5, &codecs.H265Payloader{}, rtp.NewFixedSequencer(100), 90000)
+	var video []Packet
+	for _, f := range frags {
+		for _, tf := range f.Tracks {
+			for _, s := range tf.Samples {
+				nalus, err := h264.SplitAVCC(s.Data, 1024)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, n := range nalus {
+					switch h265.TypeOf(n) {
+					case h265.NALUTypeVPS:
+						vps = n
+					case h265.NALUTypeSPS:
+						sps = n
+					case h265.NALUTypePPS:
+						pps = n
+					}
+				}
+				pts := s.PTS*90000/scale + 90000
+				at := time.Duration(s.DTS) * time.Second / time.Duration(scale)
+				for _, p := range vp.Packetize(h264.AppendAnnexB(nil, nalus), 0) {
+					p.Timestamp = uint32(pts)
+					video = append(video, Packet{Kind: media.KindVideo, At: at, RTP: p})
+				}
+			}
+		}
+	}
+	if vps == nil || sps == nil || pps == nil {
+		t.Fatal("x265 source without in-band parameter sets")
+	}
+	enc := base64.StdEncoding.EncodeToString
+	return &Source{
+		Codecs:  []media.Codec{{MimeType: "video/H265", ClockRate: 90000, Fmtp: "sprop-vps=" + enc(vps) + ";sprop-sps=" + enc(sps) + ";sprop-pps=" + enc(pps)}},
+		Packets: video,
+		Length:  time.Duration(seconds) * time.Second,
+	}
 }
 
 // nopSource is the publisher side of a fed publication.
