@@ -145,7 +145,7 @@ func (m *muxer) closeSegmentLocked() {
 	// Keep SegmentCount listed, plus a few for clients a little behind.
 	keep := m.cfg.SegmentCount + 2
 	for len(m.segments) > keep {
-		if m.segments[1].discontinuity {
+		if m.segments[0].discontinuity {
 			m.discSeq++
 		}
 		m.segments[0] = nil
@@ -193,15 +193,16 @@ func (m *muxer) renderLocked() {
 	fmt.Fprintf(&b, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=%.3f\n", m.partHoldBack())
 	fmt.Fprintf(&b, "#EXT-X-PART-INF:PART-TARGET=%.3f\n", partTarget)
 	fmt.Fprintf(&b, "#EXT-X-MEDIA-SEQUENCE:%d\n", segs[0].msn)
-	// Discontinuities before the first listed segment, including ones of
-	// segments still kept but not listed.
+	// EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuity tags not in the
+	// playlist: those of dropped segments, of kept but unlisted ones, and
+	// the first listed segment's own (a playlist does not start with one).
 	disc := m.discSeq
 	for _, s := range m.segments {
-		if s == segs[0] {
-			break
-		}
 		if s.discontinuity {
 			disc++
+		}
+		if s == segs[0] {
+			break
 		}
 	}
 	if disc > 0 {
