@@ -14,7 +14,7 @@ const HLS_MIME = "application/vnd.apple.mpegurl";
 // transport before the page gives WebRTC up (UDP blocked, unreachable ICE
 // candidates). Loopback and ordinary networks connect in well under a
 // second; browsers themselves wait about 30 s before "failed".
-export const ICE_TIMEOUT_MS = 2500;
+export const ICE_TIMEOUT_MS = 2000;
 
 const params = new URLSearchParams(location.search);
 
@@ -248,6 +248,7 @@ export class HLSFallback {
   start(reason, url) {
     if (!this.reason) {
       this.reason = reason;
+      this.switchedAt = Math.round(performance.now()); // ms since navigation
       this.telemetry.error(`fallback:${reason}`);
       console.info("playing LL-HLS:", reason);
     }
