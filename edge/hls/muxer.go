@@ -214,9 +214,6 @@ func (m *muxer) renderLocked() {
 	if m.current != nil {
 		all = append(append([]*segment(nil), segs...), m.current)
 	}
-	if off, ok := m.startOffset(all); ok {
-		fmt.Fprintf(&b, "#EXT-X-START:TIME-OFFSET=%.3f,PRECISE=YES\n", off)
-	}
 	// Parts are listed for the segments within three target durations of
 	// the live edge, as the spec allows, and for the partial one.
 	var total time.Duration
@@ -264,24 +261,6 @@ func (m *muxer) renderLocked() {
 // partHoldBack is how far from the live edge players stay: three parts,
 // what the spec recommends (at least two).
 func (m *muxer) partHoldBack() float64 { return 3 * m.cfg.PartTarget.Seconds() }
-
-// startOffset points players at the newest independent part that is at
-// least PART-HOLD-BACK from the end (EXT-X-START, negative = from the end),
-// so playback starts on a keyframe as close to live as allowed.
-func (m *muxer) startOffset(all []*segment) (float64, bool) {
-	end := all[len(all)-1].start + all[len(all)-1].duration
-	hold := time.Duration(m.partHoldBack() * float64(time.Second))
-	for i := len(all) - 1; i >= 0; i-- {
-		s := all[i]
-		for j := len(s.parts) - 1; j >= 0; j-- {
-			p := s.parts[j]
-			if p.independent && end-p.start >= hold {
-				return -(end - p.start).Seconds(), true
-			}
-		}
-	}
-	return 0, false
-}
 
 // satisfiedLocked reports whether the rendered playlist answers a blocking
 // request for segment msn (and part, when part ≥ 0).

@@ -141,7 +141,10 @@ export class HLSPlayer {
       return;
     }
     if (this.url !== url) return; // stopped or restarted meanwhile
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, enableWorker: true });
+    // Players start at the newest independent part before the live edge
+    // minus PART-HOLD-BACK (the packager flags one at every keyframe), and
+    // catch up gently when they fall behind.
+    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, enableWorker: true, maxLiveSyncPlaybackRate: 1.2 });
     this.hls = hls;
     hls.on(Hls.Events.FRAG_LOADED, (_ev, data) => {
       const st = data.part ? data.part.stats : data.frag.stats;
