@@ -380,7 +380,7 @@ func TestStudioPublishPlaysOverHLS(t *testing.T) {
 		t.Errorf("frame rate from ffprobe's packets %.1f", fps)
 	}
 	cmaftest.CheckMonotonic(t, p)
-	if msg := cmaftest.Decode(t, u, "-t", "3"); msg != "" {
+	if msg := cmaftest.Decode(t, u, append([]string{"-t", "3"}, cmaftest.VFR...)...); msg != "" {
 		t.Errorf("ffmpeg decode: %s", msg)
 	}
 	viewer := b.NewUser(t)

@@ -366,18 +366,25 @@ func FFmpeg(t testing.TB, args ...string) {
 	}
 }
 
-// Decode has ffmpeg decode input (a file or URL) to nothing and returns
-// what it printed at level error: empty means a clean decode. Extra input
-// options (e.g. "-t", "10") go after the input.
+// Decode runs `ffmpeg -v error -i input [outputOpts] -f null -` and returns
+// what it printed: empty means a clean decode. For variable-frame-rate
+// sources (a WebRTC camera) pass VFR: with ffmpeg's default encoder time
+// base (one tick per guessed frame interval) their frames collide in the
+// null muxer, which then complains about its own timestamps.
 func Decode(t testing.TB, input string, outputOpts ...string) string {
+	t.Helper()
+	return decode(t, input, outputOpts...)
+}
+
+// VFR are Decode output options for variable-frame-rate sources: the
+// encoder keeps the demuxer's time base.
+var VFR = []string{"-enc_time_base", "-1"}
+
+func decode(t testing.TB, input string, outputOpts ...string) string {
 	t.Helper()
 	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-i", input}
 	args = append(args, outputOpts...)
-	// The encoder takes the demuxer's time base: with ffmpeg's default (one
-	// tick per guessed frame interval) the frames of variable-rate sources
-	// such as WebRTC cameras collide in the null muxer, which then
-	// complains about its own timestamps.
-	args = append(args, "-enc_time_base", "-1", "-f", "null", "-")
+	args = append(args, "-f", "null", "-")
 	cmd := exec.Command(Tool(t, "ffmpeg"), args...)
 	var out bytes.Buffer
 	cmd.Stderr, cmd.Stdout = &out, &out
