@@ -51,6 +51,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	handle("DELETE /api/v1/keys/{id}", s.deleteKey)
 
 	handle("POST /api/v1/notices", s.postNotice)
+	s.recordingRoutes(mux)
 
 	mux.Handle("/api/v1/", s.auth(http.HandlerFunc(routes.notFound)))
 }

@@ -40,6 +40,7 @@ type Config struct {
 
 	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
+	Recorder         Recorder      // recording service behind /api/v1/…/recording(s); nil: 501
 }
 
 // Server is an application server.
