@@ -100,6 +100,5 @@ func (s *Server) addPull(w http.ResponseWriter, r *http.Request, pulls Pulls) {
 	w.Header().Set("Location", "/api/v1/pulls/"+spec.Stream)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, v) // headers are already out; only the body is written
+	writeJSONStatus(w, http.StatusCreated, v)
 }
