@@ -252,6 +252,7 @@ type metrics struct {
 	viewers    prometheus.Gauge
 	nacks      prometheus.Counter
 	keyframes  prometheus.Counter
+	fastStarts prometheus.Counter
 	rejections *prometheus.CounterVec
 }
 
@@ -263,6 +264,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Name: "backchannel_whep_nack_retransmissions_total", Help: "Packets retransmitted to viewers from the shared ring in answer to NACKs."}),
 		keyframes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_whep_keyframe_requests_total", Help: "Keyframe requests (viewer joins, viewer PLI/FIR) sent upstream at once; requests folded by the per-track rate limit are not counted."}),
+		fastStarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_whep_fast_starts_total", Help: "Viewers whose video started from the stream's GOP cache (the last keyframe) instead of waiting for the next keyframe."}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backchannel_whep_rejections_total", Help: "WHEP play requests refused, by reason."}, []string{"reason"}),
 	}
@@ -272,7 +275,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	bytes := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "backchannel_whep_bytes_sent_total", Help: "RTP payload bytes forwarded to viewers (retransmissions excluded)."},
 		func() float64 { _, b := s.sent(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.rejections, packets, bytes} {
+	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.fastStarts, m.rejections, packets, bytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("edge: registering metrics: %w", err)
 		}

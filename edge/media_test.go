@@ -289,10 +289,12 @@ func TestNACKRetransmitsFromSharedRing(t *testing.T) {
 	}
 }
 
-// A joining viewer makes the edge ask the publisher for a keyframe; many
-// joining at once do not cause a PLI storm.
+// Without a GOP cache to start from, a joining viewer makes the edge ask
+// the publisher for a keyframe; many joining at once do not cause a PLI
+// storm.
 func TestViewerJoinRequestsKeyframeRateLimited(t *testing.T) {
 	srv := whiptest.Start(t, whiptest.Options{})
+	srv.Registry.SetFastStart(media.FastStart{Disabled: true})
 	var plis atomic.Int32
 	pub := publish(t, srv, "s", whipclient.WithoutAudio(), whipclient.OnKeyframeRequest(func() { plis.Add(1) }))
 	// One keyframe so the ingest knows the publisher's SSRC, then deltas only.

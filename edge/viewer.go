@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,20 +142,26 @@ func (v *viewer) attach() {
 	if v.setup != nil {
 		v.setup.Stop()
 	}
+	fastStart := false
 	for _, vt := range v.tracks {
-		remove, err := vt.track.AddSink(vt)
+		// Video starts from the last keyframe the stream sent, replayed
+		// from its GOP cache, when there is one: no waiting for a
+		// publisher that may send keyframes only every few seconds and
+		// ignore requests for one.
+		remove, catchingUp, err := vt.track.AddSinkFromKeyframe(vt)
 		if err != nil {
 			go v.close("stream ended")
 			return
 		}
 		v.removes = append(v.removes, remove)
-	}
-	for _, vt := range v.tracks {
-		if vt.track.Kind() == media.KindVideo && vt.track.RequestKeyframe() {
+		if catchingUp {
+			fastStart = true
+			v.srv.metrics.fastStarts.Inc()
+		} else if vt.track.Kind() == media.KindVideo && vt.track.RequestKeyframe() {
 			v.srv.metrics.keyframes.Inc()
 		}
 	}
-	v.log.Info("WHEP viewer playing")
+	v.log.Info("WHEP viewer playing", "from_gop_cache", fastStart)
 }
 
 func (v *viewer) close(reason string) {
@@ -201,6 +208,14 @@ type viewerTrack struct {
 	started bool
 	// Used only by this viewer's RTCP goroutine.
 	rtxHdr rtp.Header
+
+	// The timestamps this viewer got for replayed frames (its catch-up
+	// from the GOP cache), so retransmissions of those packets carry
+	// them too.
+	catchUpMu  sync.Mutex
+	catchUp    []frameStamp
+	catchUpEnd uint16 // first live sequence number, once known
+	caughtUp   bool
 
 	// firstSeq is the first outgoing sequence number this viewer got, with
 	// bit 16 set once known; NACKs for earlier packets are not answered.
@@ -254,6 +269,13 @@ func (t *viewerTrack) WriteRTP(p *media.Packet) {
 		t.started = true
 		t.firstSeq.Store(uint32(p.Header.SequenceNumber) | 1<<16)
 	}
+	if p.CatchUp {
+		t.noteCatchUp(p.Header.SequenceNumber, p.Header.Timestamp)
+	} else if !t.caughtUp {
+		t.catchUpMu.Lock()
+		t.catchUpEnd, t.caughtUp = p.Header.SequenceNumber, true
+		t.catchUpMu.Unlock()
+	}
 	t.hdr = p.Header
 	t.hdr.SSRC, t.hdr.PayloadType = b.ssrc, b.pt
 	if _, err := b.w.WriteRTP(&t.hdr, p.Payload); err == nil {
@@ -304,6 +326,37 @@ func (t *viewerTrack) readRTCP(sender *webrtc.RTPSender) {
 	}
 }
 
+// frameStamp is the timestamp a viewer got for a replayed frame, from its
+// first packet on.
+type frameStamp struct {
+	seq uint16
+	ts  uint32
+}
+
+func (t *viewerTrack) noteCatchUp(seq uint16, ts uint32) {
+	t.catchUpMu.Lock()
+	defer t.catchUpMu.Unlock()
+	if n := len(t.catchUp); n == 0 || t.catchUp[n-1].ts != ts {
+		t.catchUp = append(t.catchUp, frameStamp{seq: seq, ts: ts})
+	}
+}
+
+// replayedTimestamp returns the timestamp this viewer got for packet seq
+// if it was replayed to it from the GOP cache.
+func (t *viewerTrack) replayedTimestamp(seq, firstSeq uint16) (uint32, bool) {
+	t.catchUpMu.Lock()
+	defer t.catchUpMu.Unlock()
+	if len(t.catchUp) == 0 || (t.caughtUp && seq-firstSeq >= t.catchUpEnd-firstSeq) {
+		return 0, false
+	}
+	d := seq - firstSeq
+	i := sort.Search(len(t.catchUp), func(i int) bool { return t.catchUp[i].seq-firstSeq > d }) - 1
+	if i < 0 {
+		return 0, false
+	}
+	return t.catchUp[i].ts, true
+}
+
 func (t *viewerTrack) answerNack(n *rtcp.TransportLayerNack) {
 	b := t.bound.Load()
 	if b == nil || n.MediaSSRC != b.ssrc {
@@ -322,6 +375,9 @@ func (t *viewerTrack) answerNack(n *rtcp.TransportLayerNack) {
 			if t.track.Retransmit(seq, func(p *media.Packet) {
 				t.rtxHdr = p.Header
 				t.rtxHdr.SSRC, t.rtxHdr.PayloadType = b.ssrc, b.pt
+				if ts, ok := t.replayedTimestamp(seq, firstSeq); ok {
+					t.rtxHdr.Timestamp = ts
+				}
 				_, _ = b.w.WriteRTP(&t.rtxHdr, p.Payload)
 			}) {
 				t.v.srv.metrics.nacks.Inc()

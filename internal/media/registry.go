@@ -94,6 +94,8 @@ type Registry struct {
 	gen     uint64
 	closed  bool
 
+	fast atomic.Pointer[FastStart]
+
 	subsMu sync.Mutex
 	subs   map[int]func(Event)
 	nextID int
@@ -128,6 +130,14 @@ func (r *Registry) SetOfflineGrace(d time.Duration) {
 	r.mu.Lock()
 	r.grace = max(d, 0)
 	r.mu.Unlock()
+}
+
+// SetFastStart configures the GOP cache and catch-ups of every video track
+// (see FastStart and Track.AddSinkFromKeyframe); zero fields take the
+// defaults.
+func (r *Registry) SetFastStart(f FastStart) {
+	f = f.withDefaults()
+	r.fast.Store(&f)
 }
 
 // Subscribe registers fn for on-air and off-air events. fn is called

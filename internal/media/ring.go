@@ -17,6 +17,10 @@ type Packet struct {
 	// Keyframe marks a packet where a decoder can start: the first packet
 	// of a keyframe's access unit (for H.264 the one carrying the SPS).
 	Keyframe bool
+	// CatchUp marks a packet replayed from the GOP cache to one sink
+	// joining mid-GOP (Track.AddSinkFromKeyframe); its timestamp is that
+	// sink's own, not the track's.
+	CatchUp bool
 }
 
 // Ring keeps the most recent outgoing packets of a track, indexed by their

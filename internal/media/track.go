@@ -87,6 +87,16 @@ type Track struct {
 	paramSets atomic.Pointer[ParameterSets]
 	format    atomic.Pointer[VideoFormat]
 
+	// GOP cache (video): the packets since the last decoder start point.
+	gop             atomic.Pointer[gop]
+	cacheGOP        bool   // the codec has decoder start points
+	frame           uint32 // writer only: track-wide index of the newest frame
+	frameTS         uint32
+	anyFrame        bool
+	newestAt        atomic.Uint64         // newest frame index << 32 | its timestamp
+	catchUps        map[*catchUp]struct{} // under sinkMu
+	catchUpsStarted atomic.Uint64
+
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	fps     atomic.Uint64 // float64 bits
@@ -103,6 +113,7 @@ func newTrack(s *Stream, c Codec, ssrc uint32, seq uint16, ts uint32) *Track {
 	t.ring = NewRing(size)
 	t.munger = NewMunger(c.ClockRate, seq, ts)
 	t.detector = newStartDetector(c)
+	t.cacheGOP = t.kind == KindVideo && t.detector.keyed()
 	t.resetParams(c)
 	empty := []Sink{}
 	t.sinks.Store(&empty)
@@ -206,7 +217,67 @@ func (t *Track) takeSinks(end bool) []Sink {
 	old := *t.sinks.Load()
 	empty := []Sink{}
 	t.sinks.Store(&empty)
+	for c := range t.catchUps {
+		delete(t.catchUps, c)
+		close(c.stop)
+		old = append(old, catchUpSink{c})
+	}
 	return old
+}
+
+// catchUpSink is a detached sink that was still catching up: it is told
+// only once its catch-up goroutine has stopped writing to it.
+type catchUpSink struct{ c *catchUp }
+
+func (s catchUpSink) WriteRTP(*Packet)               {}
+func (s catchUpSink) WriteSenderReport(SenderReport) {}
+func (s catchUpSink) Detached(reason error) {
+	<-s.c.done
+	s.c.sink.Detached(reason)
+}
+
+// CatchUps is the number of sinks started from the GOP cache so far.
+func (t *Track) CatchUps() uint64 { return t.catchUpsStarted.Load() }
+
+func (t *Track) fastStart() FastStart {
+	if f := t.stream.reg.fast.Load(); f != nil {
+		return *f
+	}
+	return FastStart{}.withDefaults()
+}
+
+// newest returns the track-wide index and timestamp of the newest frame
+// sent.
+func (t *Track) newest() (frame, ts uint32) {
+	v := t.newestAt.Load()
+	return uint32(v >> 32), uint32(v)
+}
+
+// cache adds an outgoing packet to the GOP cache; a decoder start point
+// begins a new GOP. Called with the write lock held.
+func (t *Track) cache(p *Packet, now time.Time) {
+	if !t.anyFrame || p.Header.Timestamp != t.frameTS {
+		if t.anyFrame {
+			t.frame++
+		}
+		t.frameTS, t.anyFrame = p.Header.Timestamp, true
+	}
+	t.newestAt.Store(uint64(t.frame)<<32 | uint64(p.Header.Timestamp))
+	fs := t.fastStart()
+	if fs.Disabled {
+		t.gop.Store(nil)
+		return
+	}
+	if p.Keyframe {
+		g := newGOP(now)
+		if old := t.gop.Load(); old != nil {
+			old.link(g)
+		}
+		t.gop.Store(g)
+	}
+	if g := t.gop.Load(); g != nil && !g.append(p, t.frame, fs.MaxBytes) {
+		t.gop.Store(nil) // outgrew its bound: nothing to offer until the next keyframe
+	}
 }
 
 // Retransmit looks the outgoing packet seq up in the shared ring and, if
@@ -244,8 +315,12 @@ func (t *Track) attach(gen uint64, src Source, c *Codec) {
 	t.gen = gen
 	t.munger.Reset()
 	if c != nil {
+		if !t.Codec().Compatible(*c) {
+			t.gop.Store(nil) // the cached pictures are of another codec
+		}
 		t.codec.Store(c)
 		t.detector = newStartDetector(*c)
+		t.cacheGOP = t.kind == KindVideo && t.detector.keyed()
 		t.resetParams(*c)
 	}
 	t.detector.reset()
@@ -308,6 +383,9 @@ func (t *Track) write(gen uint64, p *rtp.Packet) error {
 	if key {
 		t.lastKey.Store(&KeyframeInfo{SequenceNumber: seq, Timestamp: ts, At: now})
 		t.limiter.keyframeSent(now)
+	}
+	if t.cacheGOP {
+		t.cache(out, now)
 	}
 	t.packets.Add(1)
 	t.bytes.Add(uint64(len(p.Payload)))
