@@ -19,6 +19,7 @@ func matchCodec(m rtc.OfferMedia, want media.Codec) (rtc.OfferCodec, bool) {
 	var best rtc.OfferCodec
 	bestScore := 0
 	isH264 := want.Is(media.MimeH264)
+	channels := func(n uint16) uint16 { return max(n, 1) }
 	wantProfile := strings.ToLower(media.FmtpParam(want.Fmtp, "profile-level-id", "42001f"))
 	for _, c := range m.Codecs {
 		if !strings.EqualFold(c.MimeType, want.MimeType) || c.ClockRate != want.ClockRate {
@@ -36,6 +37,8 @@ func matchCodec(m rtc.OfferMedia, want media.Codec) (rtc.OfferCodec, bool) {
 			case len(p) >= 2 && len(wantProfile) >= 2 && p[:2] == wantProfile[:2]:
 				score = 2
 			}
+		} else if want.Kind() == media.KindAudio && channels(c.Channels) == channels(want.Channels) {
+			score = 2
 		}
 		if score > bestScore {
 			best, bestScore = c, score
@@ -52,12 +55,14 @@ type viewerPlan struct {
 	mid   string
 }
 
-func planViewer(o *rtc.Offer, tracks []*media.Track) ([]viewerPlan, error) {
+// planViewer matches the stream's tracks with the offer. A relay (another
+// edge) gets every track it can take; a viewer only those WebRTC plays.
+func planViewer(o *rtc.Offer, tracks []*media.Track, relay bool) ([]viewerPlan, error) {
 	var plans []viewerPlan
 	used := map[int]bool{}
 	for _, t := range tracks {
 		want := t.Codec()
-		if !want.PlayableOverWebRTC() {
+		if !want.PlayableOverWebRTC() && !relay {
 			// H.265 and AAC (RTSP publishers) go to HLS: a viewer gets the
 			// stream's other track, even if its browser offers H.265.
 			continue

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +27,48 @@ type Config struct {
 	PublicURL string // base of Location URLs; empty: relative paths
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer // nil: a private registry
+
+	// Upstream, when set, brings streams this edge does not have: a POST
+	// for one waits up to UpstreamWait for it to be pulled from its
+	// origin before answering 409.
+	Upstream     Upstream
+	UpstreamWait time.Duration // default 8 s
+
+	// MaxViewers caps WHEP sessions (0: no cap). A full edge answers a new
+	// POST with 307 to the WHEP URL of a sibling that has room, when
+	// Siblings names one, else 503 with Retry-After. Relays (other edges
+	// pulling from this one) are not refused.
+	MaxViewers int
+	// Siblings returns the base URL of another edge with room for a
+	// viewer of the stream, if any.
+	Siblings func(stream string) (baseURL string, ok bool)
 }
+
+// Upstream brings a stream the edge does not have on air: a relay from the
+// stream's origin.
+type Upstream interface {
+	// Pull returns once the stream is live in the edge's registry, or
+	// with an error (no origin has it, the pull failed, ctx ended).
+	Pull(ctx context.Context, stream string) error
+}
+
+// Server-to-server WHEP: an edge pulling a stream from its origin (or a
+// parent edge) marks its POST with RelayHeader (its node id). Such a
+// session is offered every track the stream has, whether browsers can
+// play it or not (an edge packaging HLS needs AAC and H.265 too), and the
+// answer carries the stream's exact codecs in TracksHeader: JSON, a list
+// of media.TrackInfo.
+const (
+	RelayHeader  = "Backchannel-Relay"
+	TracksHeader = "Backchannel-Tracks"
+)
+
+// DefaultUpstreamWait bounds how long a POST waits for a relay to bring
+// the stream.
+const DefaultUpstreamWait = 8 * time.Second
+
+// RetryAfterFull is the Retry-After of a 503 from a full edge.
+const RetryAfterFull = 5 * time.Second
 
 // RetryAfterOffline is the Retry-After of a 409 for a stream not on air.
 const RetryAfterOffline = 5 * time.Second
@@ -44,6 +87,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	viewers map[string]*viewer
+	relays  int // of viewers, those that are other edges' relays
 	closed  bool
 	// Totals of viewers that left, so the sent counters never go back.
 	retiredPackets, retiredBytes uint64
@@ -62,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.UpstreamWait <= 0 {
+		cfg.UpstreamWait = DefaultUpstreamWait
 	}
 	s := &Server{
 		cfg:     cfg,
@@ -143,8 +190,13 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		s.metrics.rejections.WithLabelValues("bad_request").Inc()
 		return
 	}
-	st, ok := s.cfg.Registry.Lookup(stream)
-	if !ok || !st.Live() {
+	relay := r.Header.Get(RelayHeader)
+	if relay == "" && s.full() {
+		s.shed(w, stream)
+		return
+	}
+	st, ok := s.lookup(r.Context(), stream)
+	if !ok {
 		s.metrics.rejections.WithLabelValues("offline").Inc()
 		problem.WriteRetry(w, http.StatusConflict, RetryAfterOffline, fmt.Sprintf("stream %q is not on air", stream))
 		return
@@ -154,7 +206,7 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		s.reject(w, "bad_offer", http.StatusBadRequest, err.Error())
 		return
 	}
-	plans, err := planViewer(offer, st.Tracks())
+	plans, err := planViewer(offer, st.Tracks(), relay != "")
 	if err != nil {
 		s.reject(w, "bad_offer", http.StatusBadRequest, err.Error())
 		return
@@ -166,12 +218,15 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		problem.WriteRetry(w, http.StatusServiceUnavailable, 5*time.Second, "edge is shutting down")
 		return
 	}
-	v, answer, status, err := s.newViewer(r.Context(), st, offerSDP, plans, r.RemoteAddr)
+	v, answer, status, err := s.newViewer(r.Context(), st, offerSDP, plans, r.RemoteAddr, relay)
 	if err != nil {
 		s.reject(w, "bad_offer", status, err.Error())
 		return
 	}
 	h := w.Header()
+	if relay != "" {
+		h.Set(TracksHeader, tracksHeader(plans))
+	}
 	h.Set("Content-Type", rtc.ContentTypeSDP)
 	h.Set("Location", rtc.ResourceURL(s.cfg.PublicURL, "/whep/"+stream+"/"+v.id))
 	h.Set("ETag", v.etag)
@@ -204,6 +259,61 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, stream, i
 	}
 }
 
+// lookup finds the stream on air here, or has the upstream bring it.
+func (s *Server) lookup(ctx context.Context, stream string) (*media.Stream, bool) {
+	st, ok := s.cfg.Registry.Lookup(stream)
+	if ok && st.Live() {
+		return st, true
+	}
+	if s.cfg.Upstream == nil {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.UpstreamWait)
+	defer cancel()
+	if err := s.cfg.Upstream.Pull(ctx, stream); err != nil {
+		s.log.Debug("upstream did not bring the stream", "stream", stream, "err", err)
+		return nil, false
+	}
+	st, ok = s.cfg.Registry.Current(stream)
+	return st, ok && st.Live()
+}
+
+// full reports whether the edge is at its viewer cap (relays aside).
+func (s *Server) full() bool {
+	if s.cfg.MaxViewers <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.viewers)-s.relays >= s.cfg.MaxViewers
+}
+
+// shed answers a POST the edge has no room for: 307 to a sibling with
+// room (the client repeats the POST there, body included), else 503.
+func (s *Server) shed(w http.ResponseWriter, stream string) {
+	if s.cfg.Siblings != nil {
+		if base, ok := s.cfg.Siblings(stream); ok {
+			s.metrics.redirects.Inc()
+			w.Header().Set("Location", strings.TrimRight(base, "/")+"/whep/"+stream)
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
+	}
+	s.metrics.rejections.WithLabelValues("full").Inc()
+	problem.WriteRetry(w, http.StatusServiceUnavailable, RetryAfterFull, "this edge is at capacity; retry shortly")
+}
+
+func tracksHeader(plans []viewerPlan) string {
+	infos := make([]media.TrackInfo, 0, len(plans))
+	for _, p := range plans {
+		c := p.track.Codec()
+		infos = append(infos, media.TrackInfo{Kind: string(p.track.Kind()), Codec: c.MimeType, ClockRate: c.ClockRate, Channels: c.Channels, Fmtp: c.Fmtp})
+	}
+	b, _ := json.Marshal(infos)
+	return string(b)
+}
+
 func (s *Server) reject(w http.ResponseWriter, reason string, status int, detail string) {
 	s.metrics.rejections.WithLabelValues(reason).Inc()
 	problem.Write(w, status, detail)
@@ -216,6 +326,9 @@ func (s *Server) addViewer(v *viewer) bool {
 		return false
 	}
 	s.viewers[v.id] = v
+	if v.relay != "" {
+		s.relays++
+	}
 	s.metrics.viewers.Set(float64(len(s.viewers)))
 	return true
 }
@@ -227,6 +340,9 @@ func (s *Server) removeViewer(v *viewer) {
 		return
 	}
 	delete(s.viewers, v.id)
+	if v.relay != "" {
+		s.relays--
+	}
 	for _, t := range v.tracks {
 		s.retiredPackets += t.packets.Load()
 		s.retiredBytes += t.octets.Load()
@@ -253,6 +369,7 @@ type metrics struct {
 	nacks      prometheus.Counter
 	keyframes  prometheus.Counter
 	fastStarts prometheus.Counter
+	redirects  prometheus.Counter
 	rejections *prometheus.CounterVec
 }
 
@@ -266,6 +383,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Name: "backchannel_whep_keyframe_requests_total", Help: "Keyframe requests (viewer joins, viewer PLI/FIR) sent upstream at once; requests folded by the per-track rate limit are not counted."}),
 		fastStarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_whep_fast_starts_total", Help: "Viewers whose video started from the stream's GOP cache (the last keyframe) instead of waiting for the next keyframe."}),
+		redirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_whep_redirects_total", Help: "WHEP play requests sent to a sibling edge (307) because this one was full."}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backchannel_whep_rejections_total", Help: "WHEP play requests refused, by reason."}, []string{"reason"}),
 	}
@@ -275,7 +394,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	bytes := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "backchannel_whep_bytes_sent_total", Help: "RTP payload bytes forwarded to viewers (retransmissions excluded)."},
 		func() float64 { _, b := s.sent(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.fastStarts, m.rejections, packets, bytes} {
+	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.fastStarts, m.redirects, m.rejections, packets, bytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("edge: registering metrics: %w", err)
 		}

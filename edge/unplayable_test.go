@@ -32,12 +32,25 @@ func TestPlanViewerSkipsCodecsWebRTCCannotPlay(t *testing.T) {
 	opus := media.Codec{MimeType: media.MimeOpus, ClockRate: 48000, Channels: 2}
 	aac := media.Codec{MimeType: media.MimeAAC, ClockRate: 48000, Channels: 2, Fmtp: "mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1190"}
 
-	plans, err := planViewer(offer, publish("a", h265, opus))
+	plans, err := planViewer(offer, publish("a", h265, opus), false)
 	if err != nil || len(plans) != 1 || plans[0].track.Kind() != media.KindAudio {
 		t.Fatalf("H.265 + Opus: %d plans, %v", len(plans), err)
 	}
-	_, err = planViewer(offer, publish("b", h265, aac))
+	_, err = planViewer(offer, publish("b", h265, aac), false)
 	if err == nil || !strings.Contains(err.Error(), "WebRTC cannot play") {
 		t.Fatalf("H.265 + AAC: %v", err)
+	}
+
+	// A relay (another edge) gets both, AAC with the channel count the
+	// stream has when it offers several.
+	relayOffer := &rtc.Offer{Media: []rtc.OfferMedia{
+		{Kind: "video", Mid: "0", Direction: "recvonly", Codecs: []rtc.OfferCodec{oc(96, "video/H264", "packetization-mode=1"), oc(98, "video/H265", "")}},
+		{Kind: "audio", Mid: "1", Direction: "recvonly", Codecs: []rtc.OfferCodec{oc(111, "audio/opus", ""),
+			{PayloadType: 100, Codec: media.Codec{MimeType: "audio/MPEG4-GENERIC", ClockRate: 48000, Channels: 1}},
+			{PayloadType: 101, Codec: media.Codec{MimeType: "audio/MPEG4-GENERIC", ClockRate: 48000, Channels: 2}}}},
+	}}
+	plans, err = planViewer(relayOffer, publish("c", h265, aac), true)
+	if err != nil || len(plans) != 2 || plans[0].codec.PayloadType != 98 || plans[1].codec.PayloadType != 101 {
+		t.Fatalf("relay of H.265 + AAC: %+v, %v", plans, err)
 	}
 }

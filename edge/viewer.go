@@ -28,6 +28,7 @@ type viewer struct {
 	id     string
 	etag   string
 	stream string
+	relay  string // the pulling edge's node id, for a relay session
 	pc     *webrtc.PeerConnection
 	tracks []*viewerTrack
 	log    *slog.Logger
@@ -42,7 +43,7 @@ type viewer struct {
 	setup    *time.Timer
 }
 
-func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, plans []viewerPlan, remote string) (*viewer, string, int, error) {
+func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, plans []viewerPlan, remote, relay string) (*viewer, string, int, error) {
 	// One media engine per viewer: it holds exactly the payload types this
 	// viewer offered for the stream's codecs, so the answer has nothing
 	// else. No interceptors: NACKs, sender reports and keyframe requests
@@ -78,9 +79,13 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 		id:     rtc.NewToken(),
 		etag:   `"` + rtc.NewToken() + `"`,
 		stream: st.Name(),
+		relay:  relay,
 		pc:     pc,
 	}
 	v.log = s.log.With("stream", v.stream, "viewer", v.id[:8], "remote", remote)
+	if relay != "" {
+		v.log = v.log.With("relay_for", relay)
+	}
 	pc.OnConnectionStateChange(v.onState)
 
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {

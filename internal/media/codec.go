@@ -30,6 +30,7 @@ const (
 	ProtocolWHIP     = "whip"
 	ProtocolRTSP     = "rtsp"      // an RTSP client pushed the stream (ANNOUNCE/RECORD)
 	ProtocolRTSPPull = "rtsp-pull" // this node pulled the stream from an RTSP server
+	ProtocolRelay    = "relay"     // an edge relays the stream from its origin (or a parent edge) over WHEP
 )
 
 // Codec is the RTP payload format of a track, as negotiated with its

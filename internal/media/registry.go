@@ -100,9 +100,10 @@ type Registry struct {
 	subs   map[int]func(Event)
 	nextID int
 
-	demandMu   sync.Mutex
-	demand     map[string]onDemand
-	demandNext uint64
+	demandMu       sync.Mutex
+	demand         map[string]onDemand
+	demandNext     uint64
+	demandFallback *func(name string) bool
 
 	evMu     sync.Mutex
 	queue    []Event
@@ -197,17 +198,49 @@ type onDemand struct {
 	start func()
 }
 
-// Demand asks the named stream's on-demand source to start, and reports
-// whether there is one. It does nothing more for a stream without one.
+// SetDemandFallback registers start as the on-demand source of every
+// stream without one of its own (OnDemand): an edge's relay, which can
+// pull any stream from its origin. start gets the stream name, must return
+// at once and reports whether it will try to bring the stream on air.
+// cancel removes it.
+func (r *Registry) SetDemandFallback(start func(name string) bool) (cancel func()) {
+	fn := &start
+	r.demandMu.Lock()
+	r.demandFallback = fn
+	r.demandMu.Unlock()
+	return func() {
+		r.demandMu.Lock()
+		if r.demandFallback == fn {
+			r.demandFallback = nil
+		}
+		r.demandMu.Unlock()
+	}
+}
+
+// Demand asks the named stream's on-demand source (or the fallback) to
+// start, and reports whether one will try. It does nothing more for a
+// stream without one.
 func (r *Registry) Demand(name string) bool {
 	r.demandMu.Lock()
 	d, ok := r.demand[name]
+	fallback := r.demandFallback
 	r.demandMu.Unlock()
-	if !ok {
-		return false
+	switch {
+	case ok:
+		d.start()
+		return true
+	case fallback != nil:
+		return (*fallback)(name)
 	}
-	d.start()
-	return true
+	return false
+}
+
+// Current finds a stream by name like Lookup, without demanding it.
+func (r *Registry) Current(name string) (*Stream, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.streams[name]
+	return s, ok
 }
 
 // EndPublishers ends every live publication for which match returns true:

@@ -203,8 +203,13 @@ func (t *Track) removeSink(s Sink) bool {
 	return false
 }
 
-// SinkCount is the number of attached sinks.
-func (t *Track) SinkCount() int { return len(*t.sinks.Load()) }
+// SinkCount is the number of attached sinks, those still catching up
+// included.
+func (t *Track) SinkCount() int {
+	t.sinkMu.Lock()
+	defer t.sinkMu.Unlock()
+	return len(*t.sinks.Load()) + len(t.catchUps)
+}
 
 // takeSinks detaches every sink and returns them, so the caller can tell
 // them why outside of locks. With end set the track accepts no new sinks.

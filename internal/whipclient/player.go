@@ -25,7 +25,11 @@ type Player struct {
 func Play(ctx context.Context, endpoint string, opts ...Option) (*Player, error) {
 	cfg := newConfig(opts)
 	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
+	register := me.RegisterDefaultCodecs
+	if cfg.relayCodecs {
+		register = func() error { return registerRelayCodecs(me) }
+	}
+	if err := register(); err != nil {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
@@ -78,11 +82,70 @@ func Play(ctx context.Context, endpoint string, opts ...Option) (*Player, error)
 				})
 		})
 	})
-	if err := p.negotiate(ctx, endpoint, cfg.bearer); err != nil {
+	if err := p.negotiate(ctx, endpoint, cfg.bearer, cfg.header); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// RequestKeyframe sends a PLI for the received track of the given kind;
+// it reports whether there was one to send it for.
+func (p *Player) RequestKeyframe(kind webrtc.RTPCodecType) bool {
+	for _, t := range p.Tracks() {
+		if t.Kind() == kind {
+			return p.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.SSRC())}}) == nil
+		}
+	}
+	return false
+}
+
+// relayVideoFeedback is what a relay asks for on video: retransmissions
+// and keyframes, as browsers do.
+var relayVideoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+
+// aacRates are the sample rates offered for AAC by a relay.
+var aacRates = []uint32{48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 96000, 88200, 64000}
+
+// registerRelayCodecs registers what WithRelayCodecs offers. Payload types
+// are distinct across kinds.
+func registerRelayCodecs(me *webrtc.MediaEngine) error {
+	video := []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", RTCPFeedback: relayVideoFeedback}, PayloadType: 96},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f", RTCPFeedback: relayVideoFeedback}, PayloadType: 97},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000, RTCPFeedback: relayVideoFeedback}, PayloadType: 98},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: relayVideoFeedback}, PayloadType: 99},
+	}
+	for _, c := range video {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
+	audio := []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: Opus, PayloadType: 111},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
+	}
+	pt := webrtc.PayloadType(100)
+	for _, rate := range aacRates {
+		for _, ch := range []uint16{2, 1} {
+			audio = append(audio, webrtc.RTPCodecParameters{
+				RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/MPEG4-GENERIC", ClockRate: rate, Channels: ch},
+				PayloadType:        pt,
+			})
+			if pt++; pt == 111 {
+				pt++
+			}
+		}
+	}
+	for _, c := range audio {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Tracks are the tracks received so far (a track appears with its first

@@ -98,7 +98,7 @@ func Publish(ctx context.Context, endpoint, bearerKey string, opts ...Option) (*
 			return nil, err
 		}
 	}
-	if err := p.negotiate(ctx, endpoint, bearerKey); err != nil {
+	if err := p.negotiate(ctx, endpoint, bearerKey, cfg.header); err != nil {
 		_ = p.Close()
 		return nil, err
 	}

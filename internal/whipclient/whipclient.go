@@ -58,6 +58,8 @@ type config struct {
 	onRTCP        func(webrtc.RTPCodecType, rtcp.Packet)
 	onKeyframeReq func()
 	iceServers    []webrtc.ICEServer
+	relayCodecs   bool
+	header        http.Header
 }
 
 // WithHTTPClient sets the HTTP client for signalling (default: a client
@@ -87,6 +89,24 @@ func WithoutAudio() Option { return func(o *config) { o.noAudio = true } }
 
 // WithBearer sends Authorization: Bearer on a WHEP POST.
 func WithBearer(token string) Option { return func(o *config) { o.bearer = token } }
+
+// WithHeader adds a header to the POST that creates the session.
+func WithHeader(key, value string) Option {
+	return func(o *config) {
+		if o.header == nil {
+			o.header = http.Header{}
+		}
+		o.header.Add(key, value)
+	}
+}
+
+// WithRelayCodecs (player) offers every codec Backchannel's stream model
+// carries, not only what browsers play: H.264 (both packetization modes),
+// H.265, VP8, Opus, G.711, and AAC (RFC 3640 mpeg4-generic) at the usual
+// sample rates, mono and stereo. It is how an edge pulls a stream from
+// its origin: everything must get through, including what only HLS can
+// deliver to a viewer.
+func WithRelayCodecs() Option { return func(o *config) { o.relayCodecs = true } }
 
 // WithICEServers sets STUN/TURN servers for the client's own gathering.
 func WithICEServers(s ...webrtc.ICEServer) Option { return func(o *config) { o.iceServers = s } }
@@ -155,6 +175,7 @@ type session struct {
 	resource string
 	etag     string
 	links    []string
+	answerH  http.Header
 	log      *slog.Logger
 
 	done      chan struct{}
@@ -173,6 +194,9 @@ func (s *session) ETag() string { return s.etag }
 
 // Links are the Link header values of the POST answer (ICE servers).
 func (s *session) Links() []string { return append([]string(nil), s.links...) }
+
+// AnswerHeader is the header of the POST answer.
+func (s *session) AnswerHeader() http.Header { return s.answerH.Clone() }
 
 // PeerConnection exposes the underlying connection (stats, raw RTCP).
 func (s *session) PeerConnection() *webrtc.PeerConnection { return s.pc }
@@ -242,7 +266,7 @@ func (s *session) Close() error {
 
 // negotiate sends the local offer, applies the answer and waits until the
 // connection is up.
-func (s *session) negotiate(ctx context.Context, endpoint, bearer string) error {
+func (s *session) negotiate(ctx context.Context, endpoint, bearer string, header http.Header) error {
 	s.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
 			s.markDone()
@@ -265,6 +289,9 @@ func (s *session) negotiate(ctx context.Context, endpoint, bearer string) error 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(s.pc.LocalDescription().SDP))
 	if err != nil {
 		return err
+	}
+	for k, v := range header {
+		req.Header[k] = append([]string(nil), v...)
 	}
 	req.Header.Set("Content-Type", "application/sdp")
 	if bearer != "" {
@@ -293,6 +320,7 @@ func (s *session) negotiate(ctx context.Context, endpoint, bearer string) error 
 	s.resource = resp.Request.URL.ResolveReference(ref).String()
 	s.etag = resp.Header.Get("ETag")
 	s.links = resp.Header.Values("Link")
+	s.answerH = resp.Header
 
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		return fmt.Errorf("whipclient: applying the answer: %w", err)
