@@ -14,10 +14,18 @@ type Endpoint struct {
 	HLS  string // LL-HLS playlist URL, "" when the edge serves none
 }
 
-// EdgeDirectory picks the edge a viewer with the given attributes should
-// play a stream from.
+// Viewer is what an EdgeDirectory knows of the viewer it places: the
+// profile's attributes (its connection server's id among them) and, when
+// GeoIP knows it, its location.
+type Viewer struct {
+	Attrs    groups.Attrs
+	Lat, Lon float64
+	Located  bool
+}
+
+// EdgeDirectory picks the edge a viewer should play a stream from.
 type EdgeDirectory interface {
-	Pick(ctx context.Context, attrs groups.Attrs, stream string) (Endpoint, error)
+	Pick(ctx context.Context, v Viewer, stream string) (Endpoint, error)
 }
 
 // StaticEdge is a directory of one edge, the embedded deployment's. An
@@ -29,7 +37,7 @@ type StaticEdge struct {
 }
 
 // Pick implements EdgeDirectory.
-func (e StaticEdge) Pick(_ context.Context, _ groups.Attrs, stream string) (Endpoint, error) {
+func (e StaticEdge) Pick(_ context.Context, _ Viewer, stream string) (Endpoint, error) {
 	base := strings.TrimSuffix(e.BaseURL, "/")
 	return Endpoint{Edge: e.ID, WHEP: base + "/whep/" + stream, HLS: base + "/hls/" + stream + "/index.m3u8"}, nil
 }

@@ -355,7 +355,8 @@ func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outb
 	}
 	attrs, _ := s.index.Attrs(p.sid)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	ep, err := s.cfg.Edges.Pick(pctx, attrs, stream)
+	loc := s.cfg.Geo.Lookup(p.facts.IP) // nearest edge by the viewer's location
+	ep, err := s.cfg.Edges.Pick(pctx, Viewer{Attrs: attrs, Lat: loc.Lat, Lon: loc.Lon, Located: loc.HasCoords}, stream)
 	cancel()
 	if err != nil {
 		s.log.Warn("no edge for viewer", "sid", p.sid, "stream", stream, "err", err)

@@ -350,6 +350,10 @@ func (s *Server) removeViewer(v *viewer) {
 	s.metrics.viewers.Set(float64(len(s.viewers)))
 }
 
+// Sent is the number of RTP packets and payload bytes sent to viewers so
+// far (retransmissions excluded).
+func (s *Server) Sent() (packets, bytes uint64) { return s.sent() }
+
 // sent sums packets and payload bytes sent to viewers, past and present.
 func (s *Server) sent() (packets, bytes uint64) {
 	s.mu.Lock()

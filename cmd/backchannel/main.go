@@ -26,9 +26,11 @@ Usage:
   backchannel all [flags]           every tier in one process (the embedded default)
   backchannel connection [flags]    a connection server: viewers' control links
   backchannel application [flags]   an application server: groups, telemetry, REST API
-  backchannel ingest [flags]        an ingest node: WHIP publishing; until edges
-                                    relay from origins it also serves WHEP for its
-                                    own streams
+  backchannel ingest [flags]        an ingest node: WHIP and RTSP publishing; it also
+                                    serves WHEP and HLS, and is the origin edges pull from
+  backchannel edge [flags]          an edge: WHEP and LL-HLS for viewers, every stream
+                                    pulled from its origin on demand (in a cluster, or
+                                    from --origin)
   backchannel loadgen [flags]       load-test a server's control links against a raw baseline
   backchannel votebench [flags]     load-test live polls: many voters, many polls
   backchannel version               print the version
@@ -48,14 +50,11 @@ func main() {
 		os.Exit(2)
 	}
 	switch cmd := os.Args[1]; cmd {
-	case "all", "connection", "application", "ingest":
+	case "all", "connection", "application", "ingest", "edge":
 		if err := runNode(cmd, os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "backchannel:", err)
 			os.Exit(1)
 		}
-	case "edge":
-		fmt.Fprintln(os.Stderr, "backchannel: a standalone edge needs origin→edge relay, which is not built yet; run `backchannel ingest` (it serves WHEP for its own streams)")
-		os.Exit(2)
 	case "votebench":
 		if err := runVoteBench(os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "backchannel votebench:", err)
@@ -82,6 +81,7 @@ var roleSets = map[string][]cluster.Role{
 	"connection":  {node.RoleConnection},
 	"application": {node.RoleApplication},
 	"ingest":      {node.RoleIngest, node.RoleEdge},
+	"edge":        {node.RoleEdge},
 }
 
 func runNode(cmd string, args []string, out io.Writer) error {
@@ -114,6 +114,10 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		capacity    = fs.Int("capacity", 0, "control links this node accepts (connection role; 0: 100000)")
 		geoCity     = fs.String("geoip-city", "", "GeoIP2/GeoLite2 City mmdb file (application role); without it geography is unknown")
 		geoASN      = fs.String("geoip-asn", "", "GeoIP2/GeoLite2 ASN mmdb file (application role)")
+
+		origin      = fs.String("origin", "", "edge: pull every stream from this base URL (a parent edge or an ingest node) instead of finding origins in the cluster; an edge with --origin needs no Redis")
+		relayLinger = fs.Duration("relay-linger", 10*time.Second, "edge: how long a pulled stream is kept after its last viewer left")
+		maxViewers  = fs.Int("max-viewers", 0, "edge: WHEP viewers accepted (0: no cap); a full edge redirects new viewers to a sibling with room (307) or answers 503")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -166,6 +170,10 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		Capacity:         *capacity,
 		GeoIPCity:        *geoCity,
 		GeoIPASN:         *geoASN,
+
+		Origin:      *origin,
+		RelayLinger: *relayLinger,
+		MaxViewers:  *maxViewers,
 	})
 	if err != nil {
 		return err
@@ -205,6 +213,7 @@ func printBanner(out io.Writer, n *node.Node, demo bool) {
 	}
 	if has(node.RoleEdge) {
 		line("WHEP playback", "%s/whep/<stream>", base)
+		line("LL-HLS playback", "%s/hls/<stream>/index.m3u8", base)
 	}
 	if has(node.RoleIngest) {
 		line("RTSP", "%s/<stream>?key=<publish key>   (publish; read without ?key)", n.RTSPBase())

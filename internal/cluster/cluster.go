@@ -36,10 +36,12 @@ const (
 
 // Load is what a node reports about how busy it is.
 type Load struct {
-	Links    int     `json:"l,omitempty"`   // open control links (connection role)
-	Capacity int     `json:"cap,omitempty"` // links it accepts; 0: DefaultCapacity
-	Viewers  int     `json:"v,omitempty"`   // media viewers (edge role)
-	CPU      float64 `json:"cpu,omitempty"` // busy fraction of its CPUs, 0..1
+	Links     int     `json:"l,omitempty"`   // open control links (connection role)
+	Capacity  int     `json:"cap,omitempty"` // links it accepts; 0: DefaultCapacity
+	Viewers   int     `json:"v,omitempty"`   // media viewers (edge role)
+	ViewerCap int     `json:"vc,omitempty"`  // WHEP viewers it accepts (edge role); 0: no cap
+	Egress    int     `json:"eg,omitempty"`  // media egress to viewers, kbit/s (edge role)
+	CPU       float64 `json:"cpu,omitempty"` // busy fraction of its CPUs, 0..1
 }
 
 // DefaultCapacity is the link capacity assumed for a connection server that

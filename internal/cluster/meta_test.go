@@ -26,7 +26,7 @@ func FuzzDecodeMeta(f *testing.F) {
 func TestMetaFitsMemberlist(t *testing.T) {
 	m := Meta{ID: "connection-server-042", Roles: []Role{RoleConnection, RoleApplication, RoleEdge, RoleIngest},
 		URL: "https://" + strings.Repeat("c", 100) + ".example.com", WS: "wss://" + strings.Repeat("c", 100) + ".example.com/ws",
-		Region: "sa-east-1", Lat: -23.55052, Lon: -46.633308, Load: Load{Links: 250000, Capacity: 500000, Viewers: 100000, CPU: 0.876543}}
+		Region: "sa-east-1", Lat: -23.55052, Lon: -46.633308, Load: Load{Links: 250000, Capacity: 500000, Viewers: 100000, ViewerCap: 200000, Egress: 250000000, CPU: 0.876543}}
 	b, err := m.encode()
 	if err != nil {
 		t.Fatalf("realistic metadata rejected: %v", err)

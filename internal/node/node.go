@@ -31,6 +31,7 @@ import (
 	"github.com/backchannel/backchannel/connection"
 	"github.com/backchannel/backchannel/edge"
 	"github.com/backchannel/backchannel/edge/hls"
+	"github.com/backchannel/backchannel/edge/relay"
 	"github.com/backchannel/backchannel/ingest"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/cluster"
@@ -88,6 +89,13 @@ type Config struct {
 	Region           string
 	Lat, Lon         float64
 	Capacity         int // control links this node accepts (connection role)
+
+	// Edge role. In a cluster an edge finds a stream's origin in the
+	// cluster's stream view; with Origin it pulls every stream from that
+	// base URL (a parent edge, or an ingest node) and needs no Redis.
+	Origin      string
+	RelayLinger time.Duration // how long a pull outlives the edge's last viewer (default 10 s)
+	MaxViewers  int           // WHEP viewers the edge accepts; 0: no cap
 }
 
 // Node is a running node.
@@ -107,6 +115,8 @@ type Node struct {
 	registry *media.Registry
 	ingest   *ingest.Server
 	edge     *edge.Server
+	relay    *relay.Relay
+	egress   egressMeter
 	rtsp     rtspTier
 	hls      *hls.Server
 	recorder *record.Recorder
@@ -174,7 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return ignoreCancel(runCtx, streamsync.Announce(runCtx, n.bus, cfg.NodeID, n.registry, 0, n.log))
 		})
 	}
-	if n.app != nil && n.clustered() {
+	if n.view != nil && n.clustered() {
 		n.goRun("stream view", func() error {
 			return ignoreCancel(runCtx, n.view.Follow(runCtx, n.bus, "streams:"+cfg.NodeID, n.log))
 		})
@@ -220,8 +230,9 @@ func withDefaults(cfg Config) (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	if cfg.RedisAddr == "" && len(cfg.Roles) != len(AllRoles) {
-		return cfg, errors.New("a node with only some roles needs Redis (--redis) to reach the others")
+	edgeOnly := !slices.ContainsFunc(cfg.Roles, func(r cluster.Role) bool { return r != RoleEdge })
+	if cfg.RedisAddr == "" && len(cfg.Roles) != len(AllRoles) && !(edgeOnly && cfg.Origin != "") {
+		return cfg, errors.New("a node with only some roles needs Redis (--redis) to reach the others (an edge alone: --origin instead)")
 	}
 	if cfg.ClusterBind != "" && cfg.RedisAddr == "" {
 		return cfg, errors.New("cluster gossip needs Redis (--redis) for the bus")
@@ -286,7 +297,20 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		}
 	}
 	if n.has(RoleEdge) {
-		n.edge, err = edge.New(edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg})
+		ecfg := edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
+			MaxViewers: cfg.MaxViewers, Siblings: n.siblingEdge}
+		if n.clustered() || cfg.Origin != "" {
+			var origins relay.Origins = nodeOrigins{n}
+			if cfg.Origin != "" {
+				origins = relay.Parent(cfg.Origin)
+			}
+			n.relay, err = relay.New(relay.Config{Node: cfg.NodeID, Registry: n.registry, Origins: origins, Linger: cfg.RelayLinger, Logger: n.log, Metrics: reg})
+			if err != nil {
+				return fmt.Errorf("relay: %w", err)
+			}
+			ecfg.Upstream = n.relay
+		}
+		n.edge, err = edge.New(ecfg)
 		if err != nil {
 			return fmt.Errorf("edge: %w", err)
 		}
@@ -312,7 +336,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 	if n.has(RoleApplication) {
 		var edges application.EdgeDirectory = application.StaticEdge{ID: cfg.NodeID, BaseURL: cfg.PublicURL}
 		if n.cluster != nil {
-			edges = &clusterEdges{cluster: n.cluster, view: func() *streamsync.View { return n.view }}
+			edges = &clusterEdges{cluster: n.cluster}
 		}
 		if n.geo, err = geo.Open(cfg.GeoIPCity, cfg.GeoIPASN); err != nil {
 			return err
@@ -338,12 +362,52 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
 		}
-		n.view = streamsync.NewView(n.app.StreamEvent)
+	}
+	// Where streams are on air: the application tells viewers, an edge's
+	// relay finds origins and follows them going off and on air.
+	if n.app != nil || (n.relay != nil && n.clustered()) {
+		n.view = streamsync.NewView(n.streamEvent)
 		if !n.clustered() {
 			n.registry.Subscribe(n.view.Local(cfg.NodeID))
 		}
 	}
 	return nil
+}
+
+func (n *Node) streamEvent(ev media.Event) {
+	if n.app != nil {
+		n.app.StreamEvent(ev)
+	}
+	if n.relay != nil && n.clustered() {
+		if ev.Live {
+			n.relay.OriginLive(ev.Stream)
+		} else {
+			n.relay.OriginOffline(ev.Stream)
+		}
+	}
+}
+
+// nodeOrigins finds streams' upstreams in the cluster (see clusterOrigins).
+type nodeOrigins struct{ n *Node }
+
+func (o nodeOrigins) Find(stream string) []relay.Upstream {
+	n := o.n
+	if n.cluster == nil || n.view == nil {
+		return nil
+	}
+	return clusterOrigins{self: n.selfMeta(), cluster: n.cluster, view: n.view}.Find(stream)
+}
+
+// siblingEdge names another edge with room, for a full one to redirect to.
+func (n *Node) siblingEdge(stream string) (string, bool) {
+	if n.cluster == nil {
+		return "", false
+	}
+	return siblings{cluster: n.cluster, self: n.selfMeta()}.find(stream)
+}
+
+func (n *Node) selfMeta() cluster.Meta {
+	return cluster.Meta{ID: n.cfg.NodeID, Region: n.cfg.Region, Lat: n.cfg.Lat, Lon: n.cfg.Lon}
 }
 
 func (n *Node) joinCluster(reg prometheus.Registerer) error {
@@ -379,8 +443,34 @@ func (n *Node) load() cluster.Load {
 	}
 	if n.edge != nil {
 		l.Viewers = n.edge.Viewers()
+		l.ViewerCap = n.cfg.MaxViewers
+		_, bytes := n.edge.Sent()
+		l.Egress = n.egress.kbps(bytes)
 	}
 	return l
+}
+
+// egressMeter turns the edge's sent-bytes counter into a bitrate between
+// two load samples.
+type egressMeter struct {
+	mu    sync.Mutex
+	at    time.Time
+	bytes uint64
+}
+
+func (m *egressMeter) kbps(bytes uint64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	defer func() { m.at, m.bytes = now, bytes }()
+	if m.at.IsZero() || bytes < m.bytes {
+		return 0
+	}
+	secs := now.Sub(m.at).Seconds()
+	if secs <= 0 {
+		return 0
+	}
+	return int(float64(bytes-m.bytes) * 8 / 1000 / secs)
 }
 
 func wsURL(base string) string {
@@ -407,7 +497,7 @@ func (n *Node) routes() http.Handler {
 		mux.Handle("/whep/", n.edge.Handler())
 	}
 	if n.hls != nil {
-		mux.Handle("/hls/", n.hls.Handler())
+		mux.Handle("/hls/", n.pullFirst(n.hls.Handler()))
 	}
 	if n.recorder != nil {
 		mux.Handle("/hls/recordings/", n.recorder.Handler())
@@ -454,9 +544,29 @@ func (n *Node) operatorOnly(h http.Handler) http.Handler {
 	})
 }
 
+// pullFirst lets an HLS request for a stream this edge does not have wait
+// for the relay to bring it, instead of answering 404 to a player that
+// would retry anyway.
+func (n *Node) pullFirst(h http.Handler) http.Handler {
+	if n.relay == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stream, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/hls/"), "/")
+		if rtc.ValidStreamName(stream) && stream != "recordings" {
+			if st, ok := n.registry.Current(stream); !ok || !st.Live() {
+				ctx, cancel := context.WithTimeout(r.Context(), edge.DefaultUpstreamWait)
+				_ = n.relay.Pull(ctx, stream)
+				cancel()
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	links, viewers, streams := 0, 0, 0
+	links, viewers, streams, relays := 0, 0, 0, 0
 	if n.conn != nil {
 		links = n.conn.Links()
 	}
@@ -466,12 +576,15 @@ func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
 	if n.registry != nil {
 		streams = len(n.registry.List())
 	}
+	if n.relay != nil {
+		relays = len(n.relay.Streams())
+	}
 	roles := make([]string, len(n.cfg.Roles))
 	for i, r := range n.cfg.Roles {
 		roles[i] = `"` + string(r) + `"`
 	}
-	fmt.Fprintf(w, `{"status":"ok","node":%q,"roles":[%s],"links":%d,"viewers":%d,"streams":%d}`+"\n",
-		n.cfg.NodeID, strings.Join(roles, ","), links, viewers, streams)
+	fmt.Fprintf(w, `{"status":"ok","node":%q,"roles":[%s],"links":%d,"viewers":%d,"streams":%d,"relays":%d}`+"\n",
+		n.cfg.NodeID, strings.Join(roles, ","), links, viewers, streams, relays)
 }
 
 func (n *Node) goRun(name string, fn func() error) {
@@ -588,6 +701,9 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 	if n.edge != nil {
 		n.edge.Close()
+	}
+	if n.relay != nil {
+		n.relay.Close()
 	}
 	if n.rtc != nil {
 		n.rtc.Close()

@@ -1,10 +1,13 @@
-// Package streamsync tells the application tier which streams are on air
-// across a cluster. Ingest nodes announce each on-air/off-air change of their
-// registry and, periodically, the whole set they hold; the application side
-// merges the announcements of every ingest node into one view and reports
-// transitions only: a stream is live while at least one node has it, so a
-// publisher taking over on another node is not an off-air flap, and a node
-// that stops announcing (killed, partitioned) has its streams expire.
+// Package streamsync tells the application tier and the edges which streams
+// are on air across a cluster, and where. Media nodes announce each
+// on-air/off-air change of their registry and, periodically, the whole set
+// they hold; a view merges the announcements of every node and reports
+// transitions only: a stream is live while at least one origin (a node a
+// publisher is connected to) has it, so a publisher taking over on another
+// node is not an off-air flap, and a node that stops announcing (killed,
+// partitioned) has its streams expire. Edges announce the streams they
+// relay too: those never make a stream live, but tell other edges where
+// they can pull it from.
 package streamsync
 
 import (
@@ -13,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,20 +181,54 @@ func (v *View) Live() []media.StreamInfo {
 	defer v.mu.Unlock()
 	out := make([]media.StreamInfo, 0, len(v.streams))
 	for _, byNode := range v.streams {
-		out = append(out, newest(byNode))
+		if origins(byNode) > 0 {
+			out = append(out, newest(byNode))
+		}
 	}
 	return out
 }
 
-// Where returns the nodes that have the stream live.
+// Where returns the origins of the stream: the nodes that have it live
+// from a publisher (not relayed).
 func (v *View) Where(stream string) []string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []string
-	for node := range v.streams[stream] {
-		out = append(out, node)
+	for node, info := range v.streams[stream] {
+		if !relayed(info) {
+			out = append(out, node)
+		}
 	}
+	slices.Sort(out)
 	return out
+}
+
+// Relays returns the stream as the nodes relaying it announce it
+// (StreamInfo.Node is the relaying node, Publisher its upstream's id).
+func (v *View) Relays(stream string) []media.StreamInfo {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []media.StreamInfo
+	for _, info := range v.streams[stream] {
+		if relayed(info) {
+			out = append(out, info)
+		}
+	}
+	slices.SortFunc(out, func(a, b media.StreamInfo) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+func relayed(info media.StreamInfo) bool { return info.Protocol == media.ProtocolRelay }
+
+// origins counts the entries that are not relays.
+func origins(byNode map[string]media.StreamInfo) int {
+	n := 0
+	for _, info := range byNode {
+		if !relayed(info) {
+			n++
+		}
+	}
+	return n
 }
 
 func (v *View) apply(a announcement) {
@@ -222,10 +261,10 @@ func (v *View) setLocked(node string, info media.StreamInfo) []media.Event {
 		byNode = make(map[string]media.StreamInfo)
 		v.streams[info.Name] = byNode
 	}
-	first := len(byNode) == 0
+	before := origins(byNode)
 	byNode[node] = info
-	if !first {
-		return nil // a refresh, or the stream also live elsewhere: no transition
+	if before > 0 || relayed(info) {
+		return nil // a refresh, the stream also live elsewhere, or a relay: no transition
 	}
 	return []media.Event{{Stream: info.Name, Live: true, Info: info}}
 }
@@ -239,11 +278,14 @@ func (v *View) dropLocked(node, stream string) []media.Event {
 	if !had {
 		return nil
 	}
+	before := origins(byNode)
 	delete(byNode, node)
-	if len(byNode) > 0 {
-		return nil
+	if len(byNode) == 0 {
+		delete(v.streams, stream)
 	}
-	delete(v.streams, stream)
+	if before == 0 || origins(byNode) > 0 {
+		return nil // a relay gone, or origins left
+	}
 	return []media.Event{{Stream: stream, Live: false, Info: info}}
 }
 
@@ -272,6 +314,9 @@ func (v *View) emit(events []media.Event) {
 func newest(byNode map[string]media.StreamInfo) media.StreamInfo {
 	var best media.StreamInfo
 	for _, info := range byNode {
+		if relayed(info) {
+			continue
+		}
 		if best.Name == "" || info.StartedAt.After(best.StartedAt) {
 			best = info
 		}

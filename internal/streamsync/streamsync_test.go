@@ -144,3 +144,39 @@ type nopSource struct{}
 
 func (nopSource) RequestKeyframe(media.Kind) {}
 func (nopSource) Close() error               { return nil }
+
+// Streams relayed by edges never make a stream live or keep it live; they
+// are listed apart, for edges looking for a nearby upstream.
+func TestRelaysAreNotOrigins(t *testing.T) {
+	var r recorder
+	v := NewView(r.note)
+	relayed := func(node, upstream string) media.StreamInfo {
+		i := info("x")
+		i.Protocol, i.Node, i.Publisher = media.ProtocolRelay, node, upstream
+		return i
+	}
+	v.apply(announcement{Node: "e1", Event: &event{Stream: "x", Live: true, Info: relayed("e1", "i1")}, TTLms: 1000})
+	want(t, &r)
+	if len(v.Live()) != 0 || len(v.Where("x")) != 0 {
+		t.Fatal("a relay made the stream live")
+	}
+	v.apply(announcement{Node: "i1", Event: &event{Stream: "x", Live: true, Info: info("x")}, TTLms: 1000})
+	want(t, &r, "x:live")
+	v.apply(announcement{Node: "e2", Snapshot: true, Streams: []media.StreamInfo{relayed("e2", "e1")}, TTLms: 1000})
+	want(t, &r)
+	if w := v.Where("x"); len(w) != 1 || w[0] != "i1" {
+		t.Fatalf("origins %v", w)
+	}
+	if rs := v.Relays("x"); len(rs) != 2 || rs[0].Node != "e1" || rs[1].Publisher != "e1" {
+		t.Fatalf("relays %+v", rs)
+	}
+	// The origin goes: off air, although edges still relay it.
+	v.apply(announcement{Node: "i1", Event: &event{Stream: "x"}, TTLms: 1000})
+	want(t, &r, "x:off")
+	v.apply(announcement{Node: "e1", Event: &event{Stream: "x"}, TTLms: 1000})
+	v.apply(announcement{Node: "e2", Snapshot: true, TTLms: 1000})
+	want(t, &r)
+	if len(v.Relays("x")) != 0 {
+		t.Fatal("relays left")
+	}
+}
