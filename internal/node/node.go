@@ -333,7 +333,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		}
 		n.app, err = application.New(application.Config{
 			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Store: n.appStore, Geo: n.geo, Logger: n.log, Metrics: reg,
-			Recorder: recorder,
+			Recorder: recorder, StreamInfo: n.streamInfo,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
@@ -439,6 +439,20 @@ func (n *Node) routes() http.Handler {
 	}
 	mux.Handle("/", player.Handler())
 	return mux
+}
+
+// streamInfo describes a live stream for the API: from this node's registry
+// when it has the stream, else from the cluster's announcements.
+func (n *Node) streamInfo(name string) (media.StreamInfo, bool) {
+	if n.registry != nil {
+		if st, ok := n.registry.Lookup(name); ok && st.Live() {
+			return st.Info(), true
+		}
+	}
+	if n.view != nil && n.clustered() {
+		return n.view.Info(name)
+	}
+	return media.StreamInfo{}, false
 }
 
 // operatorOnly admits requests bearing the operator key.
