@@ -34,7 +34,14 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   command -v npm >/dev/null || { echo "error: npm still missing after apt-get install" >&2; exit 1; }
 fi
 
-npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+if ! npm ci --no-audit --no-fund --ignore-scripts --loglevel=error; then
+  if [ "${WEB_OPTIONAL:-}" = 1 ]; then
+    echo "warning: npm ci failed: the player will play WebRTC only, without its LL-HLS fallback." >&2
+    exit 0
+  fi
+  echo "error: npm ci failed (is the npm registry reachable?)" >&2
+  exit 1
+fi
 mkdir -p "$vendor"
 cp node_modules/hls.js/dist/hls.min.js "$out"
 cp node_modules/hls.js/LICENSE "$vendor/hls.js.LICENSE"
