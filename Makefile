@@ -4,7 +4,8 @@ PKGS := ./...
 
 .PHONY: run test test-deps web build vet bench clean
 
-run: web ## everything in one process, with the demo broadcast
+run: ## everything in one process, with the demo broadcast
+	@WEB_OPTIONAL=1 scripts/web.sh
 	$(GO) run ./cmd/backchannel all --demo
 
 build: web

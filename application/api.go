@@ -187,8 +187,10 @@ type StreamView struct {
 	State     string            `json:"state"`
 	Protocol  string            `json:"protocol,omitempty"`
 	StartedAt *time.Time        `json:"started_at,omitempty"`
-	Tracks    []media.TrackInfo `json:"tracks"`
-	Viewers   int               `json:"viewers"` // links watching, across connection servers
+	Publisher string            `json:"publisher,omitempty"` // the publisher's address
+	Node      string            `json:"node,omitempty"`      // the ingest node it publishes to
+	Tracks    []media.TrackInfo `json:"tracks"`              // with measured bitrate and frame rate when known
+	Viewers   int               `json:"viewers"`             // links watching, across connection servers
 	Audio     string            `json:"audio,omitempty"`
 }
 
@@ -196,9 +198,16 @@ func (s *Server) streamView(name string) StreamView {
 	s.mu.Lock()
 	info, live := s.live[name]
 	s.mu.Unlock()
+	if live && s.cfg.StreamInfo != nil {
+		// The on-air event's info was taken at the start; this one has
+		// the measured bitrate and frame rate.
+		if fresh, ok := s.cfg.StreamInfo(name); ok {
+			info = fresh
+		}
+	}
 	v := StreamView{Name: name, State: "offline", Tracks: []media.TrackInfo{}}
 	if live {
-		v.State, v.Protocol = "live", info.Protocol
+		v.State, v.Protocol, v.Publisher, v.Node = "live", info.Protocol, info.Publisher, info.Node
 		t := info.StartedAt
 		v.StartedAt = &t
 		if info.Tracks != nil {

@@ -41,6 +41,10 @@ type Config struct {
 	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
 	Recorder         Recorder      // recording service behind /api/v1/…/recording(s); nil: 501
+	// StreamInfo, when set, gives a live stream's current description
+	// (measured bitrate, frame rate) for the API; without it the API shows
+	// the description the on-air event carried.
+	StreamInfo func(name string) (media.StreamInfo, bool)
 }
 
 // Server is an application server.

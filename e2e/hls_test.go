@@ -274,11 +274,13 @@ func TestRecordingThroughAPIAndRestart(t *testing.T) {
 	}
 
 	n2 := startNodeIn(t, dir, false)
-	var list []record.Recording
-	if code := apiGet(t, n2, "/recordings", &list); code != 200 || len(list) != 1 || list[0].ID != started.ID {
-		t.Fatalf("recordings after restart: %d %+v", code, list)
+	var listed struct {
+		Recordings []record.Recording `json:"recordings"`
 	}
-	checkVODPlaylist(t, n2.URL()+list[0].Playlist)
+	if code := apiGet(t, n2, "/recordings", &listed); code != 200 || len(listed.Recordings) != 1 || listed.Recordings[0].ID != started.ID {
+		t.Fatalf("recordings after restart: %d %+v", code, listed)
+	}
+	checkVODPlaylist(t, n2.URL()+listed.Recordings[0].Playlist)
 }
 
 func checkVODPlaylist(t *testing.T, u string) {

@@ -357,7 +357,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		}
 		n.app, err = application.New(application.Config{
 			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Store: n.appStore, Geo: n.geo, Logger: n.log, Metrics: reg,
-			Recorder: recorder,
+			Recorder: recorder, StreamInfo: n.streamInfo,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
@@ -529,6 +529,22 @@ func (n *Node) routes() http.Handler {
 	}
 	mux.Handle("/", player.Handler())
 	return mux
+}
+
+// streamInfo describes a live stream for the API: from this node's registry
+// when it has the stream, else from the cluster's announcements.
+func (n *Node) streamInfo(name string) (media.StreamInfo, bool) {
+	if n.registry != nil {
+		// Current, not Lookup: describing a stream is no demand for it
+		// (an edge would pull it).
+		if st, ok := n.registry.Current(name); ok && st.Live() && st.Info().Protocol != media.ProtocolRelay {
+			return st.Info(), true
+		}
+	}
+	if n.view != nil && n.clustered() {
+		return n.view.Info(name)
+	}
+	return media.StreamInfo{}, false
 }
 
 // operatorOnly admits requests bearing the operator key.

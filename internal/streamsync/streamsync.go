@@ -188,6 +188,19 @@ func (v *View) Live() []media.StreamInfo {
 	return out
 }
 
+// Info returns the stream's most recent description: the newest
+// publication's at an origin, as refreshed by its node's latest
+// announcement.
+func (v *View) Info(stream string) (media.StreamInfo, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	byNode, ok := v.streams[stream]
+	if !ok || origins(byNode) == 0 {
+		return media.StreamInfo{}, false
+	}
+	return newest(byNode), true
+}
+
 // Where returns the origins of the stream: the nodes that have it live
 // from a publisher (not relayed).
 func (v *View) Where(stream string) []string {
