@@ -85,6 +85,8 @@ type Server struct {
 	se      webrtc.SettingEngine
 	metrics *metrics
 
+	batches batches // per stream track, for the direct sending path
+
 	mu      sync.Mutex
 	viewers map[string]*viewer
 	relays  int // of viewers, those that are other edges' relays
@@ -115,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger.With("component", "whep", "edge", cfg.ID),
 		se:      cfg.RTC.SettingEngine(),
 		viewers: map[string]*viewer{},
+		batches: batches{conn: cfg.RTC.UDPConn()},
 	}
 	m, err := newMetrics(cfg.Metrics, s)
 	if err != nil {

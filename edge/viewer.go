@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/backchannel/backchannel/internal/media"
@@ -30,6 +32,7 @@ type viewer struct {
 	stream string
 	relay  string // the pulling edge's node id, for a relay session
 	pc     *webrtc.PeerConnection
+	keys   *dtlsKeys
 	tracks []*viewerTrack
 	log    *slog.Logger
 
@@ -68,8 +71,9 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 			return nil, "", http.StatusBadRequest, fmt.Errorf("cannot negotiate %s: %w", p.codec.MimeType, err)
 		}
 	}
+	keys := &dtlsKeys{}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(&interceptor.Registry{}),
-		webrtc.WithSettingEngine(s.se))
+		webrtc.WithSettingEngine(keys.settings(s.se)))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, "", http.StatusInternalServerError, err
@@ -81,12 +85,14 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 		stream: st.Name(),
 		relay:  relay,
 		pc:     pc,
+		keys:   keys,
 	}
 	v.log = s.log.With("stream", v.stream, "viewer", v.id[:8], "remote", remote)
 	if relay != "" {
 		v.log = v.log.With("relay_for", relay)
 	}
 	pc.OnConnectionStateChange(v.onState)
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(*webrtc.ICECandidatePair) { v.route() })
 
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		_ = pc.Close()
@@ -94,6 +100,7 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 	}
 	for _, p := range plans {
 		vt := newViewerTrack(v, p)
+		vt.conn = s.cfg.RTC.UDPConn()
 		sender, err := pc.AddTrack(vt)
 		if err != nil {
 			_ = pc.Close()
@@ -124,6 +131,34 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 	return v, answer, http.StatusCreated, nil
 }
 
+// route sends the viewer's media straight to its address on the ICE UDP
+// socket once the connection is up over UDP (see srtp.go), and follows the
+// selected candidate pair when it changes. Over ICE-TCP, or if the keys
+// cannot be had, packets go through pion's SRTP session instead.
+func (v *viewer) route() {
+	pair, err := v.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local.Protocol != webrtc.ICEProtocolUDP {
+		return
+	}
+	ip := net.ParseIP(pair.Remote.Address)
+	if ip == nil {
+		return
+	}
+	addr := &net.UDPAddr{IP: ip, Port: int(pair.Remote.Port)}
+	for _, vt := range v.tracks {
+		if d := vt.direct.Load(); d != nil {
+			vt.direct.Store(&directPath{ctx: d.ctx, addr: addr})
+			continue
+		}
+		ctx, err := v.keys.srtpContext()
+		if err != nil {
+			v.log.Debug("sending through pion's SRTP session", "err", err)
+			return
+		}
+		vt.direct.Store(&directPath{ctx: ctx, addr: addr})
+	}
+}
+
 func (v *viewer) onState(state webrtc.PeerConnectionState) {
 	switch state {
 	case webrtc.PeerConnectionStateConnected:
@@ -147,7 +182,11 @@ func (v *viewer) attach() {
 	if v.setup != nil {
 		v.setup.Stop()
 	}
+	v.route()
 	fastStart := false
+	for _, vt := range v.tracks {
+		vt.batch = v.srv.batches.acquire(vt.track)
+	}
 	for _, vt := range v.tracks {
 		// Video starts from the last keyframe the stream sent, replayed
 		// from its GOP cache, when there is one: no waiting for a
@@ -182,6 +221,9 @@ func (v *viewer) close(reason string) {
 		// Stop the fan-out into this viewer before tearing its transport down.
 		for _, remove := range removes {
 			remove()
+		}
+		for _, vt := range v.tracks {
+			vt.releaseBatch()
 		}
 		_ = v.pc.Close()
 		v.wg.Wait()
@@ -221,6 +263,18 @@ type viewerTrack struct {
 	catchUp    []frameStamp
 	catchUpEnd uint16 // first live sequence number, once known
 	caughtUp   bool
+
+	// The direct path: an SRTP context of this track's own and the
+	// viewer's address; nil while packets go through pion. Live packets
+	// join the stream track's batch; catch-up packets and retransmissions
+	// (other goroutines) are written at once.
+	direct   atomic.Pointer[directPath]
+	batch    *sendBatch
+	released bool
+	conn     *net.UDPConn
+	encMu    sync.Mutex // the context is shared by the fan-out, the catch-up and retransmissions
+	oneBuf   []byte
+	encHdr   rtp.Header
 
 	// firstSeq is the first outgoing sequence number this viewer got, with
 	// bit 16 set once known; NACKs for earlier packets are not answered.
@@ -283,9 +337,83 @@ func (t *viewerTrack) WriteRTP(p *media.Packet) {
 	}
 	t.hdr = p.Header
 	t.hdr.SSRC, t.hdr.PayloadType = b.ssrc, b.pt
-	if _, err := b.w.WriteRTP(&t.hdr, p.Payload); err == nil {
+	var err error
+	switch d := t.direct.Load(); {
+	case d != nil && !p.CatchUp:
+		err = t.queue(d, &t.hdr, p.Payload)
+	case d != nil:
+		err = t.writeNow(d, &t.hdr, p.Payload)
+	default:
+		_, err = b.w.WriteRTP(&t.hdr, p.Payload)
+	}
+	if err == nil {
 		t.packets.Add(1)
 		t.octets.Add(uint64(len(p.Payload)))
+	}
+}
+
+// directPath is where a viewer track's SRTP goes.
+type directPath struct {
+	ctx  *srtp.Context
+	addr *net.UDPAddr
+}
+
+// queue encrypts a packet into the stream track's batch, sent by Flush.
+func (t *viewerTrack) queue(d *directPath, h *rtp.Header, payload []byte) error {
+	buf := t.batch.slot()
+	ct, err := t.encrypt(d, buf, h, payload)
+	if err != nil {
+		return err
+	}
+	t.batch.add(ct, d.addr)
+	return nil
+}
+
+// writeNow encrypts a packet and writes it at once.
+func (t *viewerTrack) writeNow(d *directPath, h *rtp.Header, payload []byte) error {
+	t.encMu.Lock()
+	defer t.encMu.Unlock()
+	if t.oneBuf == nil {
+		t.oneBuf = make([]byte, 0, maxDatagram)
+	}
+	ct, err := t.encryptLocked(d, t.oneBuf[:0], h, payload)
+	if err != nil {
+		return err
+	}
+	_, err = t.conn.WriteToUDP(ct, d.addr)
+	return err
+}
+
+func (t *viewerTrack) encrypt(d *directPath, buf []byte, h *rtp.Header, payload []byte) ([]byte, error) {
+	t.encMu.Lock()
+	defer t.encMu.Unlock()
+	return t.encryptLocked(d, buf, h, payload)
+}
+
+// encryptLocked marshals the packet into buf and encrypts it in place.
+func (t *viewerTrack) encryptLocked(d *directPath, buf []byte, h *rtp.Header, payload []byte) ([]byte, error) {
+	hl := h.MarshalSize()
+	plain := buf[:hl+len(payload)]
+	if _, err := h.MarshalTo(plain); err != nil {
+		return nil, err
+	}
+	copy(plain[hl:], payload)
+	return d.ctx.EncryptRTP(plain[:0], plain, &t.encHdr)
+}
+
+// Flush sends the stream track's batch: the packet just fanned out, to
+// every viewer of the track at once (the first viewer's Flush sends, the
+// others find the batch empty).
+func (t *viewerTrack) Flush() {
+	if t.batch != nil {
+		t.batch.flush()
+	}
+}
+
+func (t *viewerTrack) releaseBatch() {
+	if t.batch != nil && !t.released {
+		t.released = true
+		t.v.srv.batches.release(t.track)
 	}
 }
 
@@ -382,6 +510,10 @@ func (t *viewerTrack) answerNack(n *rtcp.TransportLayerNack) {
 				t.rtxHdr.SSRC, t.rtxHdr.PayloadType = b.ssrc, b.pt
 				if ts, ok := t.replayedTimestamp(seq, firstSeq); ok {
 					t.rtxHdr.Timestamp = ts
+				}
+				if d := t.direct.Load(); d != nil {
+					_ = t.writeNow(d, &t.rtxHdr, p.Payload)
+					return
 				}
 				_, _ = b.w.WriteRTP(&t.rtxHdr, p.Payload)
 			}) {

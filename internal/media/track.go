@@ -40,6 +40,14 @@ type Sink interface {
 	Detached(reason error)
 }
 
+// Flusher is a Sink that gathers the packets it is given to send them
+// together (e.g. one system call for every viewer of a packet): the track
+// calls Flush once a packet went to every sink. Flush is called from the
+// goroutine that calls WriteRTP.
+type Flusher interface {
+	Flush()
+}
+
 // SenderReport is the part of a publisher's RTCP sender report that sinks
 // rewrite for their own receivers: the wall clock (NTP) and the matching
 // RTP timestamp on the track's outgoing timeline.
@@ -396,8 +404,14 @@ func (t *Track) write(gen uint64, p *rtp.Packet) error {
 	t.bytes.Add(uint64(len(p.Payload)))
 	t.win.add(now, len(p.Payload), p.Marker, t)
 
-	for _, s := range *t.sinks.Load() {
+	sinks := *t.sinks.Load()
+	for _, s := range sinks {
 		s.WriteRTP(out)
+	}
+	for _, s := range sinks {
+		if f, ok := s.(Flusher); ok {
+			f.Flush()
+		}
 	}
 	return nil
 }

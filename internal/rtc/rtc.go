@@ -145,6 +145,11 @@ func listenPair(udpNet, tcpNet, host string, port int) (*net.UDPConn, *net.TCPLi
 // Addr is the bound UDP address of the ICE mux.
 func (t *Transport) Addr() *net.UDPAddr { return t.udp.LocalAddr().(*net.UDPAddr) }
 
+// UDPConn is the ICE UDP mux socket itself, for senders that write
+// already-protected media straight to it, batched (the WHEP fan-out); ICE,
+// DTLS and RTCP keep going through the mux.
+func (t *Transport) UDPConn() *net.UDPConn { return t.udp }
+
 // TCPAddr is the bound address of the ICE-TCP listener (same port as Addr).
 func (t *Transport) TCPAddr() *net.TCPAddr { return t.tcp.Addr().(*net.TCPAddr) }
 

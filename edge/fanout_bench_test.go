@@ -1,0 +1,623 @@
+package edge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"golang.org/x/net/ipv4"
+
+	"github.com/backchannel/backchannel/edge"
+	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/rtc"
+	"github.com/backchannel/backchannel/internal/whipclient"
+)
+
+// The fan-out benchmark runs its viewers in a child process (this test
+// binary again, told so by fanoutChildEnv), so the server's CPU time is
+// measured alone.
+const fanoutChildEnv = "BACKCHANNEL_FANOUT_VIEWERS"
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(fanoutChildEnv); cfg != "" {
+		os.Exit(runFanoutViewers(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+var (
+	fanoutViewers    = flag.Int("fanout.viewers", 200, "viewers in BenchmarkWHEPFanout")
+	fanoutRounds     = flag.Int("fanout.rounds", 3, "rounds of phases in BenchmarkWHEPFanout")
+	fanoutPhase      = flag.Duration("fanout.phase", 3*time.Second, "length of one phase in BenchmarkWHEPFanout")
+	fanoutKbps       = flag.Int("fanout.kbps", 2500, "bitrate of the stream in BenchmarkWHEPFanout")
+	fanoutBatchedRaw = flag.Bool("fanout.rawbatch", false, "also measure raw writes batched with sendmmsg (the kernel's floor)")
+	fanoutProfile    = flag.String("fanout.cpuprofile", "", "write a CPU profile of the server during the phases of ours to this file")
+)
+
+type fanoutChildConfig struct {
+	WHEP, Naive string
+	Viewers     int
+}
+
+type fanoutCounts struct{ Ours, Naive, Raw uint64 }
+
+// BenchmarkWHEPFanout measures the server's CPU time per RTP packet
+// forwarded to each of N WHEP viewers of one stream (SRTP included), on
+// loopback, against two baselines in the same run, phases interleaved:
+//
+//   - raw: the same packets, unencrypted, written with one plain UDP write
+//     per packet per viewer to N sockets;
+//   - naive pion: one webrtc.TrackLocalStaticRTP with pion's default
+//     interceptors, added to every viewer's peer connection, written once
+//     per packet.
+//
+// Viewers (pion clients, with pion's default interceptors, like
+// whipclient's) and the raw receivers run in a child process. Server CPU
+// is getrusage(RUSAGE_SELF) over each phase minus the rate measured in an
+// idle phase just before it (the same packet source, sending nowhere),
+// over packets written × viewers. Medians of the rounds are reported.
+//
+//	go test -run '^$' -bench WHEPFanout -benchtime 1x ./edge/ -fanout.viewers 200 -fanout.rounds 3
+func BenchmarkWHEPFanout(b *testing.B) {
+	n := *fanoutViewers
+	quiet := slog.New(slog.DiscardHandler)
+
+	// Ours: the registry, the WHEP server on the shared ICE mux.
+	tr, err := rtc.Listen(rtc.Config{ICEAddr: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	reg := media.NewRegistry("bench")
+	defer reg.Close()
+	srv, err := edge.New(edge.Config{Registry: reg, RTC: tr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	h264 := media.Codec{MimeType: media.MimeH264, ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}
+	pub, err := reg.Publish("fan", media.PublisherInfo{Protocol: media.ProtocolWHIP}, []media.Codec{h264}, benchSource{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	writer, _ := pub.Track(media.KindVideo)
+
+	// Naive pion, on an ICE mux of its own.
+	naiveTr, err := rtc.Listen(rtc.Config{ICEAddr: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer naiveTr.Close()
+	naive, err := newNaiveServer(naiveTr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer naive.close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/whep/", srv.Handler())
+	mux.Handle("/naive/", naive)
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+
+	// The stream must have a keyframe before viewers come, and keep going
+	// while they connect.
+	src := newFanoutSource(*fanoutKbps)
+	stopFeed := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopFeed:
+				return
+			case <-tick.C:
+				for _, p := range src.frame() {
+					_ = writer.WriteRTP(p)
+				}
+			}
+		}
+	}()
+
+	child, err := startFanoutChild(fanoutChildConfig{WHEP: hs.URL + "/whep/fan", Naive: hs.URL + "/naive/", Viewers: n})
+	if err != nil {
+		close(stopFeed)
+		b.Fatal(err)
+	}
+	defer child.stop()
+	close(stopFeed)
+	<-fed
+	if got := srv.Viewers(); got != n {
+		b.Fatalf("%d WHEP viewers, want %d", got, n)
+	}
+	if got := naive.viewers(); got != n {
+		b.Fatalf("%d naive viewers, want %d", got, n)
+	}
+	raw, err := newRawSender(child.rawPorts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.close()
+
+	phases := []string{"ours", "naive", "raw"}
+	if *fanoutBatchedRaw {
+		phases = append(phases, "rawbatch")
+	}
+	perPacket := map[string][]float64{}
+	delivered := map[string][]float64{}
+	b.ResetTimer()
+	for round := 0; round < *fanoutRounds; round++ {
+		for _, phase := range phases {
+			// Each phase gets its own idle baseline, measured just before
+			// it, after a collection: the background (ICE keepalives of
+			// hundreds of connections, RTCP, the garbage of the previous
+			// phase) is subtracted, not charged to whoever runs next.
+			runtime.GC()
+			time.Sleep(300 * time.Millisecond)
+			idleWall, idleCPU, _ := runPhase(*fanoutPhase/2, func() { src.frame() })
+			idleRate := idleCPU.Seconds() / idleWall.Seconds()
+
+			before := child.counts()
+			sentBefore, _ := srv.Sent()
+			if phase == "ours" && *fanoutProfile != "" {
+				f, err := os.Create(fmt.Sprintf("%s.%d", *fanoutProfile, round))
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = pprof.StartCPUProfile(f)
+				defer f.Close()
+			}
+			wall, cpu, frames := runPhase(*fanoutPhase, func() {
+				pkts := src.frame()
+				switch phase {
+				case "ours":
+					for _, p := range pkts {
+						_ = writer.WriteRTP(p)
+					}
+				case "naive":
+					for _, p := range pkts {
+						_ = naive.track.WriteRTP(p)
+					}
+				case "raw":
+					for _, p := range pkts {
+						raw.write(p)
+					}
+				case "rawbatch":
+					for _, p := range pkts {
+						raw.writeBatch(p)
+					}
+				}
+			})
+			if phase == "ours" && *fanoutProfile != "" {
+				pprof.StopCPUProfile()
+			}
+			time.Sleep(300 * time.Millisecond) // let the receivers drain
+			after := child.counts()
+			sentAfter, _ := srv.Sent()
+			packets := float64(frames*src.packetsPerFrame) * float64(n)
+			switch phase {
+			case "ours":
+				packets = float64(sentAfter - sentBefore)
+				delivered[phase] = append(delivered[phase], float64(after.Ours-before.Ours)/packets)
+			case "naive":
+				delivered[phase] = append(delivered[phase], float64(after.Naive-before.Naive)/packets)
+			case "raw", "rawbatch":
+				delivered[phase] = append(delivered[phase], float64(after.Raw-before.Raw)/packets)
+			}
+			busy := cpu.Seconds() - idleRate*wall.Seconds()
+			perPacket[phase] = append(perPacket[phase], busy/packets*1e6)
+		}
+	}
+	b.StopTimer()
+	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	ours, naiveUS, rawUS := med(perPacket["ours"]), med(perPacket["naive"]), med(perPacket["raw"])
+	b.ReportMetric(ours, "ours-µs/pkt")
+	b.ReportMetric(naiveUS, "naive-µs/pkt")
+	b.ReportMetric(rawUS, "raw-µs/pkt")
+	b.ReportMetric(ours/rawUS, "ours/raw")
+	b.ReportMetric(ours/naiveUS, "ours/naive")
+	b.ReportMetric(med(delivered["ours"]), "ours-delivered")
+	b.ReportMetric(med(delivered["naive"]), "naive-delivered")
+	b.ReportMetric(med(delivered["raw"]), "raw-delivered")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("viewers %d, %d kbit/s, per packet (µs) ours %v naive %v raw %v", n, *fanoutKbps,
+		round2(perPacket["ours"]), round2(perPacket["naive"]), round2(perPacket["raw"]))
+	if *fanoutBatchedRaw {
+		b.ReportMetric(med(perPacket["rawbatch"]), "rawbatch-µs/pkt")
+		b.Logf("raw with sendmmsg %v", round2(perPacket["rawbatch"]))
+	}
+}
+
+func round2(v []float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(int(x*100+0.5)) / 100
+	}
+	return out
+}
+
+// runPhase calls frame at 30 fps for d and returns the wall and CPU time
+// spent and the frames sent.
+func runPhase(d time.Duration, frame func()) (wall, cpu time.Duration, frames int) {
+	tick := time.NewTicker(time.Second / 30)
+	defer tick.Stop()
+	startCPU, start := processCPU(), time.Now()
+	for time.Since(start) < d {
+		<-tick.C
+		frame()
+		frames++
+	}
+	return time.Since(start), processCPU() - startCPU, frames
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+type benchSource struct{}
+
+func (benchSource) RequestKeyframe(media.Kind) {}
+func (benchSource) Close() error               { return nil }
+
+// fanoutSource makes a synthetic H.264 stream: 30 frames a second of
+// packetsPerFrame single-NAL packets, a keyframe (SPS first) every 2 s.
+type fanoutSource struct {
+	packetsPerFrame int
+	payload         int
+	seq             uint16
+	ts              uint32
+	n               int
+	pkts            []*rtp.Packet
+}
+
+func newFanoutSource(kbps int) *fanoutSource {
+	frameBytes := kbps * 1000 / 8 / 30
+	per := (frameBytes + 1149) / 1150
+	s := &fanoutSource{packetsPerFrame: per, payload: frameBytes / per}
+	for range per {
+		p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 102, SSRC: 0x1234}, Payload: make([]byte, s.payload)}
+		for i := range p.Payload {
+			p.Payload[i] = byte(1 + rand.IntN(255))
+		}
+		s.pkts = append(s.pkts, p)
+	}
+	return s
+}
+
+func (s *fanoutSource) frame() []*rtp.Packet {
+	for i, p := range s.pkts {
+		p.SequenceNumber = s.seq
+		s.seq++
+		p.Timestamp = s.ts
+		p.Marker = i == len(s.pkts)-1
+		p.Payload[0] = 0x41
+		if s.n%60 == 0 {
+			p.Payload[0] = 0x65
+			if i == 0 {
+				p.Payload[0] = 0x67
+			}
+		}
+	}
+	s.ts += 3000
+	s.n++
+	return s.pkts
+}
+
+// naiveServer is the pion baseline: one TrackLocalStaticRTP with pion's
+// default codecs and interceptors, added to every viewer's connection.
+type naiveServer struct {
+	api   *webrtc.API
+	track *webrtc.TrackLocalStaticRTP
+	mu    sync.Mutex
+	pcs   []*webrtc.PeerConnection
+}
+
+func newNaiveServer(tr *rtc.Transport) (*naiveServer, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(whipclient.H264, "video", "naive")
+	if err != nil {
+		return nil, err
+	}
+	return &naiveServer{api: webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir),
+		webrtc.WithSettingEngine(tr.SettingEngine())), track: track}, nil
+}
+
+func (s *naiveServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.WriteHeader(http.StatusOK) // DELETE
+		return
+	}
+	offer, _ := io.ReadAll(r.Body)
+	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	sender, err := pc.AddTrack(s.track)
+	if err == nil {
+		err = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)})
+	}
+	var answer string
+	if err == nil {
+		answer, err = rtc.Answer(r.Context(), pc)
+	}
+	if err != nil {
+		_ = pc.Close()
+		http.Error(w, err.Error(), 400)
+		return
+	}
+	go func() {
+		for {
+			if _, _, err := sender.ReadRTCP(); err != nil {
+				return
+			}
+		}
+	}()
+	s.mu.Lock()
+	s.pcs = append(s.pcs, pc)
+	s.mu.Unlock()
+	w.Header().Set("Location", "/naive/x")
+	w.Header().Set("Content-Type", "application/sdp")
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
+}
+
+func (s *naiveServer) viewers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, pc := range s.pcs {
+		if pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *naiveServer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, pc := range s.pcs {
+		_ = pc.Close()
+	}
+}
+
+// rawSender writes each packet, unencrypted, with one UDP write per
+// receiver.
+type rawSender struct {
+	conn  *net.UDPConn
+	addrs []netip.AddrPort
+	buf   []byte
+	pc    *ipv4.PacketConn
+	msgs  []ipv4.Message
+}
+
+func newRawSender(ports []int) (*rawSender, error) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	s := &rawSender{conn: conn, buf: make([]byte, 1500)}
+	s.pc = ipv4.NewPacketConn(conn)
+	for _, p := range ports {
+		s.addrs = append(s.addrs, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p)))
+		s.msgs = append(s.msgs, ipv4.Message{Buffers: [][]byte{nil}, Addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p}})
+	}
+	return s, nil
+}
+
+func (s *rawSender) writeBatch(p *rtp.Packet) {
+	n, err := p.MarshalTo(s.buf)
+	if err != nil {
+		return
+	}
+	for i := range s.msgs {
+		s.msgs[i].Buffers[0] = s.buf[:n]
+	}
+	for rest := s.msgs; len(rest) > 0; {
+		k, err := s.pc.WriteBatch(rest, 0)
+		if err != nil || k == 0 {
+			return
+		}
+		rest = rest[k:]
+	}
+}
+
+func (s *rawSender) write(p *rtp.Packet) {
+	n, err := p.MarshalTo(s.buf)
+	if err != nil {
+		return
+	}
+	for _, a := range s.addrs {
+		_, _ = s.conn.WriteToUDPAddrPort(s.buf[:n], a)
+	}
+}
+
+func (s *rawSender) close() { _ = s.conn.Close() }
+
+// fanoutChild is the viewers' process.
+type fanoutChild struct {
+	cmd      *exec.Cmd
+	in       io.WriteCloser
+	out      *bufio.Scanner
+	rawPorts []int
+	mu       sync.Mutex
+}
+
+func startFanoutChild(cfg fanoutChildConfig) (*fanoutChild, error) {
+	js, _ := json.Marshal(cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fanoutChildEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &fanoutChild{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	var ready struct {
+		Raw   []int
+		Error string
+	}
+	if !c.out.Scan() || json.Unmarshal(c.out.Bytes(), &ready) != nil || ready.Error != "" {
+		c.stop()
+		return nil, fmt.Errorf("viewer process: %q %s", c.out.Text(), ready.Error)
+	}
+	c.rawPorts = ready.Raw
+	return c, nil
+}
+
+func (c *fanoutChild) counts() fanoutCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n fanoutCounts
+	if _, err := io.WriteString(c.in, "count\n"); err == nil && c.out.Scan() {
+		_ = json.Unmarshal(c.out.Bytes(), &n)
+	}
+	return n
+}
+
+func (c *fanoutChild) stop() {
+	_, _ = io.WriteString(c.in, "quit\n")
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// runFanoutViewers is the child: N WHEP viewers of ours, N of the naive
+// server, N raw UDP receivers, counting packets; it answers "count" on
+// stdin with the counts and exits on "quit".
+func runFanoutViewers(js string) int {
+	var cfg fanoutChildConfig
+	if err := json.Unmarshal([]byte(js), &cfg); err != nil {
+		fmt.Printf("{\"error\":%q}\n", err.Error())
+		return 1
+	}
+	var counts struct{ ours, naive, raw atomic.Uint64 }
+	var conns []*net.UDPConn
+	var ports []int
+	var wg sync.WaitGroup
+	for range cfg.Viewers {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			fmt.Printf("{\"error\":%q}\n", err.Error())
+			return 1
+		}
+		_ = c.SetReadBuffer(1 << 20)
+		conns = append(conns, c)
+		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1500)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				counts.raw.Add(1)
+			}
+		}()
+	}
+	var players []*whipclient.Player
+	var mu sync.Mutex
+	sem := make(chan struct{}, 8)
+	var errOnce sync.Once
+	var firstErr error
+	var pwg sync.WaitGroup
+	for i := range 2 * cfg.Viewers {
+		pwg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer pwg.Done()
+			defer func() { <-sem }()
+			url, counter := cfg.WHEP, &counts.ours
+			if i%2 == 1 {
+				url, counter = cfg.Naive, &counts.naive
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			se := whipclient.DefaultSettingEngine()
+			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+			p, err := whipclient.Play(ctx, url, whipclient.WithoutAudio(), whipclient.WithSettingEngine(se),
+				whipclient.OnRTP(func(*webrtc.TrackRemote, *rtp.Packet) { counter.Add(1) }))
+			if err != nil {
+				errOnce.Do(func() { firstErr = err })
+				return
+			}
+			mu.Lock()
+			players = append(players, p)
+			mu.Unlock()
+		}()
+	}
+	pwg.Wait()
+	if firstErr != nil {
+		fmt.Printf("{\"error\":%q}\n", firstErr.Error())
+		return 1
+	}
+	time.Sleep(time.Second)
+	js2, _ := json.Marshal(map[string][]int{"Raw": ports})
+	fmt.Println(string(js2))
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch strings.TrimSpace(in.Text()) {
+		case "count":
+			b, _ := json.Marshal(fanoutCounts{Ours: counts.ours.Load(), Naive: counts.naive.Load(), Raw: counts.raw.Load()})
+			fmt.Println(string(b))
+		case "quit":
+			for _, p := range players {
+				_ = p.Close()
+			}
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			wg.Wait()
+			return 0
+		}
+	}
+	return 0
+}
