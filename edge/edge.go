@@ -42,6 +42,12 @@ type Config struct {
 	// Siblings returns the base URL of another edge with room for a
 	// viewer of the stream, if any.
 	Siblings func(stream string) (baseURL string, ok bool)
+
+	// PionSRTP sends viewers' media through pion's SRTP session, one
+	// write per packet per viewer, instead of the direct path (an SRTP
+	// context per viewer track, batched sendmmsg on the ICE socket; see
+	// srtp.go). For comparison and as an escape hatch.
+	PionSRTP bool
 }
 
 // Upstream brings a stream the edge does not have on air: a relay from the
@@ -377,6 +383,7 @@ type metrics struct {
 	keyframes  prometheus.Counter
 	fastStarts prometheus.Counter
 	redirects  prometheus.Counter
+	direct     prometheus.Counter
 	rejections *prometheus.CounterVec
 }
 
@@ -392,6 +399,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Name: "backchannel_whep_fast_starts_total", Help: "Viewers whose video started from the stream's GOP cache (the last keyframe) instead of waiting for the next keyframe."}),
 		redirects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_whep_redirects_total", Help: "WHEP play requests sent to a sibling edge (307) because this one was full."}),
+		direct: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_whep_direct_viewers_total", Help: "Viewers whose media went on the direct path (own SRTP context, batched sends on the ICE socket) rather than through pion's SRTP session."}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "backchannel_whep_rejections_total", Help: "WHEP play requests refused, by reason."}, []string{"reason"}),
 	}
@@ -401,7 +410,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	bytes := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "backchannel_whep_bytes_sent_total", Help: "RTP payload bytes forwarded to viewers (retransmissions excluded)."},
 		func() float64 { _, b := s.sent(); return float64(b) })
-	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.fastStarts, m.redirects, m.rejections, packets, bytes} {
+	for _, c := range []prometheus.Collector{m.viewers, m.nacks, m.keyframes, m.fastStarts, m.redirects, m.direct, m.rejections, packets, bytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("edge: registering metrics: %w", err)
 		}

@@ -54,6 +54,7 @@ var (
 	fanoutPhase      = flag.Duration("fanout.phase", 3*time.Second, "length of one phase in BenchmarkWHEPFanout")
 	fanoutKbps       = flag.Int("fanout.kbps", 2500, "bitrate of the stream in BenchmarkWHEPFanout")
 	fanoutBatchedRaw = flag.Bool("fanout.rawbatch", false, "also measure raw writes batched with sendmmsg (the kernel's floor)")
+	fanoutPionSRTP   = flag.Bool("fanout.pionsrtp", false, "ours sends through pion's SRTP session (edge.Config.PionSRTP) instead of the direct path")
 	fanoutProfile    = flag.String("fanout.cpuprofile", "", "write a CPU profile of the server during the phases of ours to this file")
 )
 
@@ -93,7 +94,7 @@ func BenchmarkWHEPFanout(b *testing.B) {
 	defer tr.Close()
 	reg := media.NewRegistry("bench")
 	defer reg.Close()
-	srv, err := edge.New(edge.Config{Registry: reg, RTC: tr})
+	srv, err := edge.New(edge.Config{Registry: reg, RTC: tr, PionSRTP: *fanoutPionSRTP})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -168,7 +168,30 @@ func TestTakeoverWithNewCodecClosesViewers(t *testing.T) {
 // arrive rewritten: the viewer's SSRC and an RTP time on the timeline of
 // the packets it receives.
 func TestAudioAndSenderReports(t *testing.T) {
-	srv := whiptest.Start(t, whiptest.Options{})
+	eachSendPath(t, testAudioAndSenderReports)
+}
+
+// eachSendPath runs a test against the direct sending path (our own SRTP
+// contexts, batched sends) and against pion's SRTP session, and checks
+// that the direct one was taken when asked for.
+func eachSendPath(t *testing.T, test func(t *testing.T, opts whiptest.Options) *whiptest.Server) {
+	for _, pion := range []bool{false, true} {
+		name := "direct"
+		if pion {
+			name = "pion"
+		}
+		t.Run(name, func(t *testing.T) {
+			srv := test(t, whiptest.Options{PionSRTP: pion})
+			direct := metricValue(t, srv.EdgeMetrics, "backchannel_whep_direct_viewers_total")
+			if want := map[bool]float64{false: 1, true: 0}[pion]; direct != want {
+				t.Fatalf("%v viewers on the direct path, want %v", direct, want)
+			}
+		})
+	}
+}
+
+func testAudioAndSenderReports(t *testing.T, o whiptest.Options) *whiptest.Server {
+	srv := whiptest.Start(t, o)
 	pub := publish(t, srv, "radio", whipclient.WithoutVideo())
 	tap := newTap()
 	type lastPkt struct {
@@ -242,11 +265,16 @@ func TestAudioAndSenderReports(t *testing.T) {
 			t.Fatalf("audio timestamp step %d at %d", got[i].Timestamp-got[i-1].Timestamp, i)
 		}
 	}
+	return srv
 }
 
 // A viewer's NACK is answered from the track's shared ring.
 func TestNACKRetransmitsFromSharedRing(t *testing.T) {
-	srv := whiptest.Start(t, whiptest.Options{})
+	eachSendPath(t, testNACKRetransmitsFromSharedRing)
+}
+
+func testNACKRetransmitsFromSharedRing(t *testing.T, o whiptest.Options) *whiptest.Server {
+	srv := whiptest.Start(t, o)
 	pub := publish(t, srv, "s", whipclient.WithoutAudio())
 	// The viewer must accept a second copy of a packet it already has, so
 	// SRTP replay protection is off on this test client.
@@ -287,6 +315,7 @@ func TestNACKRetransmitsFromSharedRing(t *testing.T) {
 		metricValue(t, srv.EdgeMetrics, "backchannel_whep_bytes_sent_total") < 1000 {
 		t.Fatal("sent counters not counting")
 	}
+	return srv
 }
 
 // Without a GOP cache to start from, a joining viewer makes the edge ask

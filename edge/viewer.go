@@ -33,6 +33,7 @@ type viewer struct {
 	relay  string // the pulling edge's node id, for a relay session
 	pc     *webrtc.PeerConnection
 	keys   *dtlsKeys
+	direct atomic.Bool // some track is on the direct path
 	tracks []*viewerTrack
 	log    *slog.Logger
 
@@ -71,9 +72,12 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 			return nil, "", http.StatusBadRequest, fmt.Errorf("cannot negotiate %s: %w", p.codec.MimeType, err)
 		}
 	}
-	keys := &dtlsKeys{}
+	keys, se := &dtlsKeys{}, s.se
+	if !s.cfg.PionSRTP {
+		se = keys.settings(se)
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(&interceptor.Registry{}),
-		webrtc.WithSettingEngine(keys.settings(s.se)))
+		webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, "", http.StatusInternalServerError, err
@@ -136,6 +140,9 @@ func (s *Server) newViewer(ctx context.Context, st *media.Stream, offer string, 
 // selected candidate pair when it changes. Over ICE-TCP, or if the keys
 // cannot be had, packets go through pion's SRTP session instead.
 func (v *viewer) route() {
+	if v.srv.cfg.PionSRTP {
+		return
+	}
 	pair, err := v.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil || pair.Local.Protocol != webrtc.ICEProtocolUDP {
 		return
@@ -156,6 +163,9 @@ func (v *viewer) route() {
 			return
 		}
 		vt.direct.Store(&directPath{ctx: ctx, addr: addr})
+	}
+	if v.direct.CompareAndSwap(false, true) {
+		v.srv.metrics.direct.Inc()
 	}
 }
 

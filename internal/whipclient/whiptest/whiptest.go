@@ -30,6 +30,7 @@ type Options struct {
 	ICEServers   []webrtc.ICEServer
 	PublicURL    bool          // hand out absolute URLs based on the test server's
 	OfflineGrace time.Duration // 0: the registry default; negative: none
+	PionSRTP     bool          // the edge sends through pion's SRTP session (edge.Config.PionSRTP)
 }
 
 // Server is a running ingest + edge pair on one HTTP listener and one ICE port.
@@ -86,7 +87,8 @@ func Start(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Edge, err = edge.New(edge.Config{ID: "test-edge", Registry: reg, RTC: tr, PublicURL: public, Logger: logger, Metrics: s.EdgeMetrics})
+	s.Edge, err = edge.New(edge.Config{ID: "test-edge", Registry: reg, RTC: tr, PublicURL: public, Logger: logger, Metrics: s.EdgeMetrics,
+		PionSRTP: opts.PionSRTP})
 	if err != nil {
 		t.Fatal(err)
 	}
