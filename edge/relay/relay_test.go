@@ -34,7 +34,7 @@ type edgeNode struct {
 	Metrics  *prometheus.Registry
 }
 
-func startEdge(t *testing.T, id string, origins relay.Origins, linger time.Duration) *edgeNode {
+func startEdge(t testing.TB, id string, origins relay.Origins, linger time.Duration) *edgeNode {
 	t.Helper()
 	tr, err := rtc.Listen(rtc.Config{ICEAddr: "127.0.0.1:0", Logger: whiptest.Logger()})
 	if err != nil {
@@ -65,7 +65,7 @@ func startEdge(t *testing.T, id string, origins relay.Origins, linger time.Durat
 	return n
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
