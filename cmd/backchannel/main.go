@@ -117,6 +117,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 
 		origin      = fs.String("origin", "", "edge: pull every stream from this base URL (a parent edge or an ingest node) instead of finding origins in the cluster; an edge with --origin needs no Redis")
 		relayLinger = fs.Duration("relay-linger", 10*time.Second, "edge: how long a pulled stream is kept after its last viewer left")
+		pionSRTP    = fs.Bool("whep-pion-srtp", false, "edge: send WHEP media through pion's SRTP session, one write per packet per viewer, instead of per-viewer SRTP contexts and batched sends (a fallback)")
 		maxViewers  = fs.Int("max-viewers", 0, "edge: WHEP viewers accepted (0: no cap); a full edge redirects new viewers to a sibling with room (307) or answers 503")
 	)
 	if err := parseWithEnv(fs, args); err != nil {
@@ -171,9 +172,10 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		GeoIPCity:        *geoCity,
 		GeoIPASN:         *geoASN,
 
-		Origin:      *origin,
-		RelayLinger: *relayLinger,
-		MaxViewers:  *maxViewers,
+		Origin:       *origin,
+		RelayLinger:  *relayLinger,
+		MaxViewers:   *maxViewers,
+		WHEPPionSRTP: *pionSRTP,
 	})
 	if err != nil {
 		return err

@@ -96,6 +96,9 @@ type Config struct {
 	Origin      string
 	RelayLinger time.Duration // how long a pull outlives the edge's last viewer (default 10 s)
 	MaxViewers  int           // WHEP viewers the edge accepts; 0: no cap
+	// WHEPPionSRTP sends WHEP media through pion's SRTP session instead
+	// of the edge's direct path (edge.Config.PionSRTP).
+	WHEPPionSRTP bool
 }
 
 // Node is a running node.
@@ -298,7 +301,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 	}
 	if n.has(RoleEdge) {
 		ecfg := edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
-			MaxViewers: cfg.MaxViewers, Siblings: n.siblingEdge}
+			MaxViewers: cfg.MaxViewers, Siblings: n.siblingEdge, PionSRTP: cfg.WHEPPionSRTP}
 		if n.clustered() || cfg.Origin != "" {
 			var origins relay.Origins = nodeOrigins{n}
 			if cfg.Origin != "" {
