@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -57,6 +58,7 @@ var (
 	fanoutKbps       = flag.Int("fanout.kbps", 2500, "bitrate of the stream in BenchmarkWHEPFanout")
 	fanoutBatchedRaw = flag.Bool("fanout.rawbatch", false, "also measure raw writes batched with sendmmsg (the kernel's floor)")
 	fanoutPionSRTP   = flag.Bool("fanout.pionsrtp", false, "ours sends through pion's SRTP session (edge.Config.PionSRTP) instead of the direct path")
+	fanoutPhases     = flag.String("fanout.phases", "ours,naive,raw", "phases of BenchmarkWHEPFanout, comma-separated (ours, naive, raw, rawbatch)")
 	fanoutProfile    = flag.String("fanout.cpuprofile", "", "write a CPU profile of the server during the phases of ours to this file")
 )
 
@@ -65,7 +67,7 @@ type fanoutChildConfig struct {
 	Viewers     int
 }
 
-type fanoutCounts struct{ Ours, Naive, Raw uint64 }
+type fanoutCounts struct{ Ours, Naive, Raw, OursActive, NaiveActive uint64 }
 
 // BenchmarkWHEPFanout measures the server's CPU time per RTP packet
 // forwarded to each of N WHEP viewers of one stream (SRTP included), on
@@ -150,7 +152,15 @@ func BenchmarkWHEPFanout(b *testing.B) {
 		}
 	}()
 
-	child, err := startFanoutChild(fanoutChildConfig{WHEP: hs.URL + "/whep/fan", Naive: hs.URL + "/naive/", Viewers: n})
+	phases := strings.Split(*fanoutPhases, ",")
+	if *fanoutBatchedRaw && !slices.Contains(phases, "rawbatch") {
+		phases = append(phases, "rawbatch")
+	}
+	naiveURL := ""
+	if slices.Contains(phases, "naive") {
+		naiveURL = hs.URL + "/naive/"
+	}
+	child, err := startFanoutChild(fanoutChildConfig{WHEP: hs.URL + "/whep/fan", Naive: naiveURL, Viewers: n})
 	if err != nil {
 		close(stopFeed)
 		b.Fatal(err)
@@ -161,7 +171,7 @@ func BenchmarkWHEPFanout(b *testing.B) {
 	if got := srv.Viewers(); got != n {
 		b.Fatalf("%d WHEP viewers, want %d", got, n)
 	}
-	if got := naive.viewers(); got != n {
+	if got := naive.viewers(); naiveURL != "" && got != n {
 		b.Fatalf("%d naive viewers, want %d", got, n)
 	}
 	raw, err := newRawSender(child.rawPorts)
@@ -170,10 +180,6 @@ func BenchmarkWHEPFanout(b *testing.B) {
 	}
 	defer raw.close()
 
-	phases := []string{"ours", "naive", "raw"}
-	if *fanoutBatchedRaw {
-		phases = append(phases, "rawbatch")
-	}
 	// Three figures per phase, all over packets written × viewers:
 	//   - send: CPU time of the OS thread that writes the packets (the
 	//     fan-out is synchronous in every variant: ours encrypts and
@@ -238,6 +244,7 @@ func BenchmarkWHEPFanout(b *testing.B) {
 			switch phase {
 			case "ours":
 				packets = float64(sentAfter - sentBefore)
+				b.Logf("round %d: %d of our viewers received, %d naive; server has %d viewers", round, after.OursActive, after.NaiveActive, srv.Viewers())
 				delivered[phase] = append(delivered[phase], float64(after.Ours-before.Ours)/packets)
 			case "naive":
 				delivered[phase] = append(delivered[phase], float64(after.Naive-before.Naive)/packets)
@@ -252,7 +259,14 @@ func BenchmarkWHEPFanout(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	med := func(v []float64) float64 {
+		if len(v) == 0 {
+			return math.NaN()
+		}
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
 	ours, naiveUS, rawUS := med(send["ours"]), med(send["naive"]), med(send["raw"])
 	b.ReportMetric(ours, "ours-µs/pkt")
 	b.ReportMetric(naiveUS, "naive-µs/pkt")
@@ -614,6 +628,12 @@ func runFanoutViewers(js string) int {
 	}
 	var players []*whipclient.Player
 	var muxes []ice.UDPMux
+	type playerCount struct {
+		ours bool
+		n    *atomic.Uint64
+		last uint64
+	}
+	var perPlayer []playerCount
 	var mu sync.Mutex
 	sem := make(chan struct{}, 8)
 	var errOnce sync.Once
@@ -626,6 +646,9 @@ func runFanoutViewers(js string) int {
 			defer pwg.Done()
 			defer func() { <-sem }()
 			url, counter := cfg.WHEP, &counts.ours
+			if i%2 == 1 && cfg.Naive == "" {
+				return
+			}
 			if i%2 == 1 {
 				url, counter = cfg.Naive, &counts.naive
 			}
@@ -647,14 +670,16 @@ func runFanoutViewers(js string) int {
 			se := whipclient.DefaultSettingEngine()
 			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 			se.SetICEUDPMux(udpMux)
+			own := new(atomic.Uint64)
 			p, err := whipclient.Play(ctx, url, whipclient.WithoutAudio(), whipclient.WithSettingEngine(se),
-				whipclient.OnRTP(func(*webrtc.TrackRemote, *rtp.Packet) { counter.Add(1) }))
+				whipclient.OnRTP(func(*webrtc.TrackRemote, *rtp.Packet) { counter.Add(1); own.Add(1) }))
 			if err != nil {
 				errOnce.Do(func() { firstErr = err })
 				return
 			}
 			mu.Lock()
 			players = append(players, p)
+			perPlayer = append(perPlayer, playerCount{ours: i%2 == 0, n: own})
 			mu.Unlock()
 		}()
 	}
@@ -670,7 +695,21 @@ func runFanoutViewers(js string) int {
 	for in.Scan() {
 		switch strings.TrimSpace(in.Text()) {
 		case "count":
-			b, _ := json.Marshal(fanoutCounts{Ours: counts.ours.Load(), Naive: counts.naive.Load(), Raw: counts.raw.Load()})
+			c := fanoutCounts{Ours: counts.ours.Load(), Naive: counts.naive.Load(), Raw: counts.raw.Load()}
+			mu.Lock()
+			for i := range perPlayer {
+				pc := &perPlayer[i]
+				if n := pc.n.Load(); n != pc.last {
+					pc.last = n
+					if pc.ours {
+						c.OursActive++
+					} else {
+						c.NaiveActive++
+					}
+				}
+			}
+			mu.Unlock()
+			b, _ := json.Marshal(c)
 			fmt.Println(string(b))
 		case "quit":
 			for _, p := range players {
