@@ -671,8 +671,14 @@ func runFanoutViewers(js string) int {
 			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 			se.SetICEUDPMux(udpMux)
 			own := new(atomic.Uint64)
-			p, err := whipclient.Play(ctx, url, whipclient.WithoutAudio(), whipclient.WithSettingEngine(se),
-				whipclient.OnRTP(func(*webrtc.TrackRemote, *rtp.Packet) { counter.Add(1); own.Add(1) }))
+			var p *whipclient.Player
+			for try := 0; ; try++ { // a busy machine fails a setup now and then
+				p, err = whipclient.Play(ctx, url, whipclient.WithoutAudio(), whipclient.WithSettingEngine(se),
+					whipclient.OnRTP(func(*webrtc.TrackRemote, *rtp.Packet) { counter.Add(1); own.Add(1) }))
+				if err == nil || try == 2 || ctx.Err() != nil {
+					break
+				}
+			}
 			if err != nil {
 				errOnce.Do(func() { firstErr = err })
 				return
