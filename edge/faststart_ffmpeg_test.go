@@ -32,7 +32,7 @@ type firstFrameViewer struct {
 	mu      sync.Mutex
 	depack  h264.Depacketizer
 	aus     [][][]byte
-	pts     []uint32
+	pts     []int64
 	params  bool
 	first   time.Time
 	packets int
@@ -63,7 +63,7 @@ func (v *firstFrameViewer) onRTP(tr *webrtc.TrackRemote, p *rtp.Packet) {
 			v.first = now
 		}
 		v.aus = append(v.aus, nalus)
-		v.pts = append(v.pts, p.Timestamp)
+		v.pts = append(v.pts, au.PTS)
 	}
 }
 
@@ -106,8 +106,9 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
@@ -161,9 +162,9 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 		}
 	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("ffmpeg: %v\n%s", err, stderr.String())
+	case <-done:
+		if waitErr != nil {
+			t.Fatalf("ffmpeg: %v\n%s", waitErr, stderr.String())
 		}
 	case <-time.After(seconds*time.Second + 10*time.Second):
 		t.Fatal("ffmpeg did not finish")
@@ -180,7 +181,7 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 		t.Logf("viewer %d joined at %5v: first frame after %v, %d frames", i, joins[i].Round(time.Millisecond), d.Round(time.Millisecond), len(aus))
 		// Timestamps only go forward, catch-up included.
 		for k := 1; k < len(pts); k++ {
-			if int32(pts[k]-pts[k-1]) <= 0 {
+			if pts[k] <= pts[k-1] {
 				t.Fatalf("viewer %d: timestamp of frame %d does not increase (%d after %d)", i, k, pts[k], pts[k-1])
 			}
 		}
