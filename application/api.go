@@ -239,8 +239,8 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !ValidStreamName(name) {
-		problem.Write(w, http.StatusNotFound, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(name) {
+		problem.Write(w, http.StatusNotFound, media.StreamNameRule)
 		return
 	}
 	if !mayStream(w, r, name) {

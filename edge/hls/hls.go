@@ -256,8 +256,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w, "use /hls/{stream}/index.m3u8")
 		return
 	}
-	if !validStreamName(stream) {
-		problem.Write(w, http.StatusBadRequest, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(stream) {
+		problem.Write(w, http.StatusBadRequest, media.StreamNameRule)
 		return
 	}
 	switch {
@@ -270,20 +270,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.notFound(w, "no such HLS resource")
 	}
-}
-
-func validStreamName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Server) notFound(w http.ResponseWriter, detail string) {

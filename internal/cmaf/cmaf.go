@@ -401,7 +401,7 @@ func (s *Segmenter) videoUnit(tr *track, u *unit, dts, pts int64, at time.Time) 
 	if tr.written {
 		frame = fmp4.TicksToDuration(dts-tr.lastDTS, tr.clock)
 	}
-	data, sync := tr.params.sampleData(s.videoCodec(), u.nalus)
+	data, sync := sampleData(s.videoCodec(), u.nalus)
 	if len(data) == 0 {
 		s.drop("empty sample")
 		return

@@ -262,69 +262,16 @@ func (p *paramSets) codec() (fmp4.Codec, error) {
 	return nil, errors.New("cmaf: not video")
 }
 
-// sampleData converts an access unit with the muxer's codec. An access
-// unit carrying parameter sets other than the init segment's keeps all of
-// them in band: decoders (ffmpeg, and browsers built on it) forget the
-// PPSs of an SPS that changes, so the PPS must follow the new SPS even
-// when its bytes did not change.
-func (p *paramSets) sampleData(c fmp4.Codec, nalus [][]byte) ([]byte, bool) {
+// sampleData converts an access unit with the muxer's video codec, which
+// keeps parameter sets in band when they differ from the init segment's.
+func sampleData(c fmp4.Codec, nalus [][]byte) ([]byte, bool) {
 	switch v := c.(type) {
 	case *fmp4.H264:
-		if changedParams(nalus, [][]byte{v.SPS, v.PPS}, func(n []byte) bool {
-			t := h264.TypeOf(n)
-			return t == h264.NALUTypeSPS || t == h264.NALUTypePPS
-		}) {
-			return inBand(nalus, func(n []byte) bool {
-				t := h264.TypeOf(n)
-				return t == h264.NALUTypeAUD || t == h264.NALUTypeFiller
-			}), h264.IsKeyframe(nalus)
-		}
 		return v.SampleData(nalus)
 	case *fmp4.H265:
-		if changedParams(nalus, [][]byte{v.VPS, v.SPS, v.PPS}, func(n []byte) bool {
-			t := h265.TypeOf(n)
-			return t == h265.NALUTypeVPS || t == h265.NALUTypeSPS || t == h265.NALUTypePPS
-		}) {
-			return inBand(nalus, func(n []byte) bool {
-				t := h265.TypeOf(n)
-				return t == h265.NALUTypeAUD || t == h265.NALUTypeFiller
-			}), h265.IsKeyframe(nalus)
-		}
 		return v.SampleData(nalus)
 	}
 	return nil, false
-}
-
-// changedParams reports whether nalus hold a parameter set that is not one
-// of the init segment's.
-func changedParams(nalus, init [][]byte, isParam func([]byte) bool) bool {
-	for _, n := range nalus {
-		if !isParam(n) {
-			continue
-		}
-		known := false
-		for _, i := range init {
-			if bytes.Equal(n, i) {
-				known = true
-			}
-		}
-		if !known {
-			return true
-		}
-	}
-	return false
-}
-
-// inBand converts an access unit to AVCC sample data, keeping every NAL
-// unit but those skip says.
-func inBand(nalus [][]byte, skip func([]byte) bool) []byte {
-	keep := make([][]byte, 0, len(nalus))
-	for _, n := range nalus {
-		if !skip(n) {
-			keep = append(keep, n)
-		}
-	}
-	return h264.AppendAVCC(make([]byte, 0, h264.AVCCSize(keep)), keep)
 }
 
 // unwrapper extends 32-bit RTP timestamps to 64 bits.
