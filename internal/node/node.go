@@ -572,7 +572,7 @@ func (n *Node) pullFirst(h http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		stream, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/hls/"), "/")
-		if rtc.ValidStreamName(stream) && stream != "recordings" {
+		if media.ValidStreamName(stream) && stream != "recordings" {
 			if st, ok := n.registry.Current(stream); !ok || !st.Live() {
 				ctx, cancel := context.WithTimeout(r.Context(), edge.DefaultUpstreamWait)
 				_ = n.relay.Pull(ctx, stream)
