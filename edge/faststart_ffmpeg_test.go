@@ -84,38 +84,7 @@ func (v *firstFrameViewer) firstFrame() (time.Duration, bool) {
 // decode. The bound checked here is loose (a shared CI machine); the
 // measured figures are logged and kept in BENCHMARKS.md.
 func TestFastStartFFmpegKeyint250(t *testing.T) {
-	ffmpeg, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		t.Fatal("ffmpeg not found: run `make test`, which installs it (apt-get install ffmpeg)")
-	}
-	srv := whiptest.Start(t, whiptest.Options{})
-	rs, err := rtsp.Listen(rtsp.Config{Addr: "127.0.0.1:0", UDPAddr: "off", Node: "test", Registry: srv.Registry,
-		Keys: ingest.MasterKey(whiptest.Key), Logger: whiptest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rs.Close() })
-
-	const seconds = 11
-	cmd := exec.Command(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
-		"-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-t", fmt.Sprint(seconds),
-		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "250", "-pix_fmt", "yuv420p",
-		"-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+rs.Addr().String()+"/ff?key="+whiptest.Key)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	srv.WaitLive(t, "ff")
-	live := time.Now()
-
+	ffmpeg, srv, done, waitErr, stderr, live := startKeyint250(t)
 	// Ten join moments, spread at random over the GOP's first 8 s (the
 	// first keyframe is the only one: keyint 250 is 10 s).
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 250))
@@ -163,10 +132,10 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 	}
 	select {
 	case <-done:
-		if waitErr != nil {
-			t.Fatalf("ffmpeg: %v\n%s", waitErr, stderr.String())
+		if *waitErr != nil {
+			t.Fatalf("ffmpeg: %v\n%s", *waitErr, stderr.String())
 		}
-	case <-time.After(seconds*time.Second + 10*time.Second):
+	case <-time.After(keyint250Seconds*time.Second + 10*time.Second):
 		t.Fatal("ffmpeg did not finish")
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -199,6 +168,44 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 	if worst := firsts[len(firsts)-1]; worst > 3*time.Second {
 		t.Fatalf("slowest first frame %v", worst)
 	}
+}
+
+const keyint250Seconds = 11
+
+// startKeyint250 starts a WHIP/WHEP server with an RTSP ingest and ffmpeg
+// publishing "ff" to it with libx264 at keyint 250 for keyint250Seconds;
+// it returns once the stream is live.
+func startKeyint250(t *testing.T) (ffmpeg string, srv *whiptest.Server, done chan struct{}, waitErr *error, stderr *strings.Builder, live time.Time) {
+	ffmpeg, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		t.Fatal("ffmpeg not found: run `make test`, which installs it (apt-get install ffmpeg)")
+	}
+	srv = whiptest.Start(t, whiptest.Options{})
+	rs, err := rtsp.Listen(rtsp.Config{Addr: "127.0.0.1:0", UDPAddr: "off", Node: "test", Registry: srv.Registry,
+		Keys: ingest.MasterKey(whiptest.Key), Logger: whiptest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+
+	cmd := exec.Command(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+		"-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-t", fmt.Sprint(keyint250Seconds),
+		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "250", "-pix_fmt", "yuv420p",
+		"-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+rs.Addr().String()+"/ff?key="+whiptest.Key)
+	stderr = &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	waitErr = new(error)
+	go func() { *waitErr = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	srv.WaitLive(t, "ff")
+	return ffmpeg, srv, done, waitErr, stderr, time.Now()
 }
 
 // decodeAnnexB decodes access units with ffprobe and returns the frames
