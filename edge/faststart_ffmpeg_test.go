@@ -154,11 +154,15 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 				t.Fatalf("viewer %d: timestamp of frame %d does not increase (%d after %d)", i, k, pts[k], pts[k-1])
 			}
 		}
-		// A loaded machine (or the race detector) loses a packet now and
-		// then; the depacketizer drops that frame and the decoder may skip
-		// a few after it. Nearly all must decode, the first one (the
-		// cached keyframe) included.
-		if decoded := decodeAnnexB(t, ffmpeg, aus); decoded < len(aus)*9/10 || decoded < 25 {
+		// A loaded machine loses a packet now and then (the race
+		// detector's slow in-process viewers many more); the depacketizer
+		// drops that frame and the decoder may skip a few after it. Nearly
+		// all must decode, the first one (the cached keyframe) included.
+		need := len(aus) * 9 / 10
+		if raceEnabled {
+			need = len(aus) / 2
+		}
+		if decoded := decodeAnnexB(t, ffmpeg, aus); decoded < need || decoded < 25 {
 			t.Fatalf("viewer %d: decoded %d of %d frames", i, decoded, len(aus))
 		}
 		if decoded := decodeAnnexB(t, ffmpeg, aus[:1]); decoded != 1 {
