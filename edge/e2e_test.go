@@ -96,7 +96,15 @@ func sendFrames(t *testing.T, pub *whipclient.Publisher, frames [][]byte, gap ti
 // A known H.264 stream goes in through WHIP; two WHEP viewers that joined
 // before it started get every frame, byte for byte, in order.
 func TestWHIPToWHEPDeliversEveryFrame(t *testing.T) {
-	srv := whiptest.Start(t, whiptest.Options{})
+	t.Run("ipv4", func(t *testing.T) { testWHIPToWHEPDeliversEveryFrame(t, "127.0.0.1:0") })
+	// The production default binds the ICE mux on every address (an
+	// AF_INET6 socket taking IPv4 too): the direct path's sendmmsg must
+	// reach IPv4 viewers through it.
+	t.Run("dual-stack", func(t *testing.T) { testWHIPToWHEPDeliversEveryFrame(t, ":0") })
+}
+
+func testWHIPToWHEPDeliversEveryFrame(t *testing.T, iceAddr string) {
+	srv := whiptest.Start(t, whiptest.Options{ICEAddr: iceAddr})
 	pub := publish(t, srv, "e2e", whipclient.WithoutAudio())
 
 	taps := []*viewerTap{newTap(), newTap()}
@@ -132,6 +140,9 @@ func TestWHIPToWHEPDeliversEveryFrame(t *testing.T) {
 	}
 	if got := srv.Edge.Viewers(); got != 2 {
 		t.Fatalf("Viewers() = %d, want 2", got)
+	}
+	if n := metricValue(t, srv.EdgeMetrics, "backchannel_whep_direct_viewers_total"); n != 2 {
+		t.Fatalf("%v viewers on the direct path, want 2", n)
 	}
 	for _, p := range players {
 		if err := p.Close(); err != nil {
