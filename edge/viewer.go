@@ -401,15 +401,41 @@ func (t *viewerTrack) encrypt(d *directPath, buf []byte, h *rtp.Header, payload 
 }
 
 // encryptLocked marshals the packet into buf and encrypts it in place.
+// Padding (publishers' bandwidth probes are padding-only packets) is
+// written back as the header describes it, as pion's writer does: the
+// stream model keeps its size in the header, not in the payload.
 func (t *viewerTrack) encryptLocked(d *directPath, buf []byte, h *rtp.Header, payload []byte) ([]byte, error) {
+	pad := 0
+	if h.Padding {
+		pad = int(h.PaddingSize)
+		if pad == 0 {
+			hc := *h
+			hc.Padding = false
+			h = &hc
+		}
+	}
 	hl := h.MarshalSize()
-	plain := buf[:hl+len(payload)]
+	size := hl + len(payload) + pad
+	if size+srtpOverhead > cap(buf) {
+		return nil, errTooLarge
+	}
+	plain := buf[:size]
 	if _, err := h.MarshalTo(plain); err != nil {
 		return nil, err
 	}
 	copy(plain[hl:], payload)
+	if pad > 0 {
+		clear(plain[hl+len(payload) : size-1])
+		plain[size-1] = byte(pad)
+	}
 	return d.ctx.EncryptRTP(plain[:0], plain, &t.encHdr)
 }
+
+// srtpOverhead is the most SRTP adds to a packet (an HMAC-SHA1-80 or
+// GCM tag).
+const srtpOverhead = 16
+
+var errTooLarge = errors.New("edge: RTP packet too large for the direct path")
 
 // Flush sends the stream track's batch: the packet just fanned out, to
 // every viewer of the track at once (the first viewer's Flush sends, the
