@@ -21,6 +21,7 @@ import (
 	"github.com/backchannel/backchannel/internal/control"
 	"github.com/backchannel/backchannel/internal/geo"
 	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/polls"
 	"github.com/backchannel/backchannel/internal/store"
 )
 
@@ -76,6 +77,21 @@ type profile struct {
 	facts          groups.Facts
 	lastSN         uint64
 	reported       bool // lastSN is meaningful
+
+	// What a vote needs, kept current where this tier changes the link's
+	// attributes (open, watch) rather than rebuilt per vote; guarded by
+	// Server.mu. attrs equals the index's view; dimAttrs is the part a
+	// stored vote carries. Both maps are replaced, never modified.
+	attrs    groups.Attrs
+	dims     polls.Dims
+	dimAttrs groups.Attrs
+}
+
+// setAttrs records the link's current attributes; callers hold Server.mu.
+func (p *profile) setAttrs(all groups.Attrs) {
+	p.attrs = all
+	p.dims = polls.DimsOf(all)
+	p.dimAttrs = p.dims.Attrs()
 }
 
 var streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -214,7 +230,24 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	c := &commit{}
 	now := s.now()
 	var lastConn string
+	var refs []groups.VoteRef
 	for _, bm := range batch {
+		if groups.IsBatch(bm.Data) {
+			conn, votes, err := groups.DecodeVotes(bm.Data, refs[:0])
+			if err != nil {
+				s.log.Warn("skipping a bad upward batch", "id", bm.ID, "err", err)
+				continue
+			}
+			refs = votes
+			if string(conn) != lastConn {
+				lastConn = string(conn)
+				s.mu.Lock()
+				s.seen[lastConn] = now
+				s.mu.Unlock()
+			}
+			s.votes(lastConn, refs, &out, c)
+			continue
+		}
 		m, err := groups.DecodeMirror(bm.Data)
 		if err != nil {
 			s.log.Warn("skipping a bad upward message", "id", bm.ID, "err", err)
@@ -243,7 +276,7 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 		s.log.Warn("publishing downward failed", "err", err)
 		return err
 	}
-	if len(c.votes) > 0 {
+	if len(c.votes) > 0 || len(c.acks) > 0 {
 		// Acks go out once the committer has made the votes durable.
 		select {
 		case s.commits <- c:
@@ -272,7 +305,9 @@ func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
 		}
 	}
 	newConn := s.conns[m.Conn] == 0
-	s.profiles[m.Link] = &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
+	p := &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
+	p.setAttrs(all)
+	s.profiles[m.Link] = p
 	s.conns[m.Conn]++
 	delete(s.resync, m.Link)
 	s.index.Add(m.Link, all)
@@ -306,7 +341,7 @@ func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox
 	p := s.profiles[m.Link]
 	s.mu.Unlock()
 	if p == nil {
-		s.unknownLink(m, out)
+		s.unknownLink(m.Conn, m.Link, out)
 		return
 	}
 	msg, err := control.DecodeClient(m.Payload)
@@ -365,6 +400,9 @@ func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outb
 	set := groups.Attrs{groups.AttrStream: stream, groups.AttrEdge: ep.Edge}
 	s.mu.Lock()
 	s.index.Update(p.sid, set)
+	if all, ok := s.index.Attrs(p.sid); ok {
+		p.setAttrs(all)
+	}
 	_, live := s.live[stream]
 	s.mu.Unlock()
 	state := control.StateOffline
@@ -396,8 +434,8 @@ func (s *Server) telemetry(p *profile, t *control.Telemetry) {
 	s.metrics.reports.Inc()
 	s.metrics.lost.Add(float64(lost))
 	ids := []string{groups.GlobalID}
-	if attrs, ok := s.index.Attrs(p.sid); ok && attrs[groups.AttrStream] != "" {
-		ids = append(ids, groups.AutoID(groups.AttrStream, attrs[groups.AttrStream]))
+	if stream := p.attrs[groups.AttrStream]; stream != "" {
+		ids = append(ids, groups.AutoID(groups.AttrStream, stream))
 	}
 	for _, id := range ids {
 		series := s.qoe[id]
@@ -490,10 +528,10 @@ func (s *Server) connsLocked() []string {
 // to reconnect, once, so that its profile is announced again and its
 // player resends what was not acknowledged; for the others the close is a
 // no-op on the connection server.
-func (s *Server) unknownLink(m groups.Mirror, out *outbox) {
+func (s *Server) unknownLink(conn, sid string, out *outbox) {
 	now := s.now()
 	s.mu.Lock()
-	if at, ok := s.resync[m.Link]; ok && now.Sub(at) < time.Minute {
+	if at, ok := s.resync[sid]; ok && now.Sub(at) < time.Minute {
 		s.mu.Unlock()
 		return
 	}
@@ -504,10 +542,10 @@ func (s *Server) unknownLink(m groups.Mirror, out *outbox) {
 			}
 		}
 	}
-	s.resync[m.Link] = now
+	s.resync[sid] = now
 	s.mu.Unlock()
 	s.metrics.resyncs.Inc()
-	out.add(m.Conn, groups.CloseLink(m.Link, CloseResync, "application server lost this link's profile: reconnect"))
+	out.add(conn, groups.CloseLink(sid, CloseResync, "application server lost this link's profile: reconnect"))
 }
 
 // CloseResync is the close code of a link the application tier asks to
