@@ -66,6 +66,7 @@ type commit struct {
 	acks  map[string]*groups.SendBatch // by connection server
 	order []string                     // connection servers in first-ack order
 	ack   []byte                       // scratch
+	hint  int                          // votes expected, to size the batches
 }
 
 // addAck queues the ack of vote id for a link of connection server conn.
@@ -75,7 +76,7 @@ func (c *commit) addAck(conn, sid string, id []byte) {
 		if c.acks == nil {
 			c.acks = make(map[string]*groups.SendBatch)
 		}
-		b = groups.NewSendBatch(256)
+		b = groups.NewSendBatch(max(c.hint, 64))
 		c.acks[conn] = b
 		c.order = append(c.order, conn)
 	}
@@ -121,7 +122,7 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 		}
 		s.metrics.votesBy[outcome].Inc()
 	}
-	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.uid, Choice: choice, Attrs: p.dimAttrs})
+	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.uid, Choice: choice, Attrs: p.dimAttrs, AttrsKey: p.dims})
 	c.addAck(p.conn, p.sid, id)
 	return "", ""
 }
@@ -131,6 +132,10 @@ func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commi
 	var unknown []string
 	var refused []voteRefusal
 	now := s.now()
+	c.hint = max(c.hint, len(refs))
+	if c.votes == nil {
+		c.votes = make([]store.Vote, 0, len(refs))
+	}
 	s.mu.Lock()
 	for i := range refs {
 		r := &refs[i]

@@ -24,6 +24,7 @@ type upward struct {
 	pending [][]byte          // encoded messages, in order
 	votes   *groups.VoteBatch // the batch being filled, after pending
 	nvotes  int               // votes in pending batches and in votes
+	lastLen int               // bytes of the last vote batch, to size the next
 	timer   *time.Timer
 	stopped bool
 }
@@ -34,7 +35,7 @@ const (
 	maxUpBatch   = 512
 	maxUpVotes   = 4096
 	maxPending   = 100_000
-	voteSizeHint = 1024
+	voteSizeHint = 64
 )
 
 func newUpward(s *Server) *upward { return &upward{s: s} }
@@ -63,7 +64,8 @@ func (u *upward) addVote(link, uid string, poll []byte, choice int, id []byte) {
 		return
 	}
 	if u.votes == nil {
-		u.votes = groups.NewVoteBatch(u.s.cfg.ID, voteSizeHint)
+		// Sized like the last one: growing a large batch copies it.
+		u.votes = groups.NewVoteBatch(u.s.cfg.ID, max(voteSizeHint, u.lastLen/64))
 	}
 	u.votes.Add(link, uid, poll, choice, id)
 	u.nvotes++
@@ -74,7 +76,9 @@ func (u *upward) addVote(link, uid string, poll []byte, choice int, id []byte) {
 // is relayed after it.
 func (u *upward) closeVotesLocked() {
 	if u.votes != nil {
-		u.pending = append(u.pending, u.votes.Bytes())
+		b := u.votes.Bytes()
+		u.pending = append(u.pending, b)
+		u.lastLen = len(b) + len(b)/4
 		u.votes = nil
 	}
 }

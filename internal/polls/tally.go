@@ -44,7 +44,9 @@ var _ = [1]struct{}{}[len(Dimensions)-numDims] // Dimensions and numDims agree
 // Dims are a voter's values of the breakdown dimensions, interned: voters
 // with the same values share one handle, so a tally keeps one word per
 // vote for them, and a voter's Dims are computed once, not per vote.
-type Dims struct{ h unique.Handle[[numDims]string] }
+type Dims struct {
+	h unique.Handle[[numDims]string]
+}
 
 // DimsOf interns the breakdown dimensions of attrs.
 func DimsOf(attrs groups.Attrs) Dims {
