@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/backchannel/backchannel/groups"
@@ -66,7 +67,23 @@ type commit struct {
 	acks  map[string]*groups.SendBatch // by connection server
 	order []string                     // connection servers in first-ack order
 	ack   []byte                       // scratch
-	hint  int                          // votes expected, to size the batches
+	hint  int                          // ack bytes expected per connection server
+}
+
+// Vote batches are recycled: after warming up they are as large as a
+// commit needs, so counting a vote never grows (and copies) one.
+var voteSlices = sync.Pool{New: func() any { return new([]store.Vote) }}
+
+func getVotes() []store.Vote { return (*voteSlices.Get().(*[]store.Vote))[:0] }
+
+// putVotes recycles votes, which nothing may use any more.
+func putVotes(v []store.Vote) {
+	if cap(v) == 0 || cap(v) > 1<<20 {
+		return
+	}
+	clear(v) // keep no users or attributes alive
+	v = v[:0]
+	voteSlices.Put(&v)
 }
 
 // addAck queues the ack of vote id for a link of connection server conn.
@@ -76,7 +93,7 @@ func (c *commit) addAck(conn, sid string, id []byte) {
 		if c.acks == nil {
 			c.acks = make(map[string]*groups.SendBatch)
 		}
-		b = groups.NewSendBatch(max(c.hint, 64))
+		b = groups.NewSendBatch(max(c.hint, 64<<10) / 64)
 		c.acks[conn] = b
 		c.order = append(c.order, conn)
 	}
@@ -132,9 +149,8 @@ func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commi
 	var unknown []string
 	var refused []voteRefusal
 	now := s.now()
-	c.hint = max(c.hint, len(refs))
 	if c.votes == nil {
-		c.votes = make([]store.Vote, 0, len(refs))
+		c.votes = getVotes()
 	}
 	s.mu.Lock()
 	for i := range refs {
@@ -197,8 +213,11 @@ func (s *Server) committer(ctx context.Context) {
 		if len(batch) == 1 {
 			votes = batch[0].votes
 		} else {
+			votes = getVotes()
 			for _, c := range batch {
 				votes = append(votes, c.votes...)
+				putVotes(c.votes)
+				c.votes = nil
 			}
 		}
 		start := time.Now()
@@ -216,6 +235,10 @@ func (s *Server) committer(ctx context.Context) {
 			}
 		}
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+		putVotes(votes)
+		for _, c := range batch {
+			c.votes = nil
+		}
 		acks := map[string][][]byte{}
 		var order []string
 		for _, c := range batch {
@@ -226,6 +249,14 @@ func (s *Server) committer(ctx context.Context) {
 				acks[conn] = append(acks[conn], c.acks[conn].Bytes())
 			}
 		}
+		// The next commits' ack batches start as large as these were.
+		largest := 0
+		for _, c := range batch {
+			for _, b := range c.acks {
+				largest = max(largest, len(b.Bytes()))
+			}
+		}
+		s.ackHint.Store(int64(largest + largest/4))
 		for _, conn := range order {
 			if err := s.cfg.Bus.Publish(ctx, bus.Downward(conn), acks[conn]...); err != nil {
 				// The votes are counted; an unacknowledged vote is resent

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,7 @@ type Server struct {
 	store    store.Store
 	ownStore bool
 	commits  chan *commit
+	ackHint  atomic.Int64   // bytes of the largest ack batch of the last commit
 	wg       sync.WaitGroup // goroutines started by Run
 }
 
@@ -225,12 +227,21 @@ func (s *Server) send(ctx context.Context, o *outbox) error {
 	return errors.Join(errs...)
 }
 
+// voteRefs recycles the votes decoded from upward batches.
+var voteRefs = sync.Pool{New: func() any { return new([]groups.VoteRef) }}
+
 func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	var out outbox
-	c := &commit{}
+	c := &commit{hint: int(s.ackHint.Load())}
 	now := s.now()
 	var lastConn string
-	var refs []groups.VoteRef
+	rp := voteRefs.Get().(*[]groups.VoteRef)
+	refs := *rp
+	defer func() {
+		clear(refs[:cap(refs)]) // hold on to no message
+		*rp = refs[:0]
+		voteRefs.Put(rp)
+	}()
 	for _, bm := range batch {
 		if groups.IsBatch(bm.Data) {
 			conn, votes, err := groups.DecodeVotes(bm.Data, refs[:0])
