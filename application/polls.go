@@ -200,11 +200,13 @@ func (s *Server) committer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		n := len(batch[0].votes)
 	more:
-		for len(batch) < 256 {
+		for len(batch) < 256 && n < 4*maxCommitVotes {
 			select {
 			case c := <-s.commits:
 				batch = append(batch, c)
+				n += len(c.votes)
 			default:
 				break more
 			}

@@ -257,6 +257,12 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 				s.mu.Unlock()
 			}
 			s.votes(lastConn, refs, &out, c)
+			if len(c.votes) >= maxCommitVotes {
+				if err := s.handOver(ctx, &out, c); err != nil {
+					return err
+				}
+				out, c = outbox{}, &commit{hint: int(s.ackHint.Load())}
+			}
 			continue
 		}
 		m, err := groups.DecodeMirror(bm.Data)
@@ -281,7 +287,19 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 			s.log.Warn("ignoring a downward message on the upward topic", "op", m.Op)
 		}
 	}
-	if err := s.send(ctx, &out); err != nil {
+	return s.handOver(ctx, &out, c)
+}
+
+// maxCommitVotes bounds the votes of one commit: a backlog is then
+// committed in pieces of a reused size, each acknowledged as soon as it is
+// durable, rather than in one ever larger batch.
+const maxCommitVotes = 16 << 10
+
+// handOver publishes what handling messages produced, then hands their
+// votes to the committer: replies go out in the order of the messages that
+// caused them.
+func (s *Server) handOver(ctx context.Context, out *outbox, c *commit) error {
+	if err := s.send(ctx, out); err != nil {
 		// The connection servers' state would diverge; have the batch
 		// redelivered rather than lose it.
 		s.log.Warn("publishing downward failed", "err", err)
