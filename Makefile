@@ -2,12 +2,13 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test test-deps build vet bench clean
+.PHONY: run test test-deps web build vet bench clean
 
 run: ## everything in one process, with the demo broadcast
+	@WEB_OPTIONAL=1 scripts/web.sh
 	$(GO) run ./cmd/backchannel all --demo
 
-build:
+build: web
 	$(GO) build -o bin/backchannel ./cmd/backchannel
 
 # Packages whose tests drive real browsers or clusters of processes: they
@@ -15,7 +16,7 @@ build:
 # the rest, not beside CPU-heavy unit tests.
 SERIAL_PKGS := ./e2e ./player ./internal/demo ./ingest ./application
 
-test: test-deps ## every test: unit, fuzz seeds, end-to-end, browser
+test: test-deps web ## every test: unit, fuzz seeds, end-to-end, browser
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -x -F $(foreach p,$(SERIAL_PKGS),-e github.com/backchannel/backchannel/$(p:./%=%)))
 	$(GO) test -count=1 -timeout 20m -p 1 $(SERIAL_PKGS)
@@ -23,8 +24,11 @@ test: test-deps ## every test: unit, fuzz seeds, end-to-end, browser
 test-deps:
 	@scripts/test-deps.sh
 
+web: ## hls.js from npm (pinned in package-lock.json) into player/web/vendor/, embedded by the binary
+	@scripts/web.sh
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 clean:
-	rm -rf bin data
+	rm -rf bin data node_modules player/web/vendor

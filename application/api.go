@@ -51,6 +51,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	handle("DELETE /api/v1/keys/{id}", s.deleteKey)
 
 	handle("POST /api/v1/notices", s.postNotice)
+	s.recordingRoutes(mux)
 
 	mux.Handle("/api/v1/", s.auth(http.HandlerFunc(routes.notFound)))
 }
@@ -186,8 +187,10 @@ type StreamView struct {
 	State     string            `json:"state"`
 	Protocol  string            `json:"protocol,omitempty"`
 	StartedAt *time.Time        `json:"started_at,omitempty"`
-	Tracks    []media.TrackInfo `json:"tracks"`
-	Viewers   int               `json:"viewers"` // links watching, across connection servers
+	Publisher string            `json:"publisher,omitempty"` // the publisher's address
+	Node      string            `json:"node,omitempty"`      // the ingest node it publishes to
+	Tracks    []media.TrackInfo `json:"tracks"`              // with measured bitrate and frame rate when known
+	Viewers   int               `json:"viewers"`             // links watching, across connection servers
 	Audio     string            `json:"audio,omitempty"`
 }
 
@@ -195,9 +198,16 @@ func (s *Server) streamView(name string) StreamView {
 	s.mu.Lock()
 	info, live := s.live[name]
 	s.mu.Unlock()
+	if live && s.cfg.StreamInfo != nil {
+		// The on-air event's info was taken at the start; this one has
+		// the measured bitrate and frame rate.
+		if fresh, ok := s.cfg.StreamInfo(name); ok {
+			info = fresh
+		}
+	}
 	v := StreamView{Name: name, State: "offline", Tracks: []media.TrackInfo{}}
 	if live {
-		v.State, v.Protocol = "live", info.Protocol
+		v.State, v.Protocol, v.Publisher, v.Node = "live", info.Protocol, info.Publisher, info.Node
 		t := info.StartedAt
 		v.StartedAt = &t
 		if info.Tracks != nil {
@@ -229,8 +239,8 @@ func (s *Server) listStreams(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !ValidStreamName(name) {
-		problem.Write(w, http.StatusNotFound, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(name) {
+		problem.Write(w, http.StatusNotFound, media.StreamNameRule)
 		return
 	}
 	if !mayStream(w, r, name) {

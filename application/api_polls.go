@@ -12,6 +12,7 @@ import (
 
 	"github.com/backchannel/backchannel/internal/apikeys"
 	"github.com/backchannel/backchannel/internal/control"
+	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/polls"
 	"github.com/backchannel/backchannel/internal/problem"
 )
@@ -35,7 +36,7 @@ func (s *Server) createPoll(w http.ResponseWriter, r *http.Request) {
 		invalid(w, *fe)
 		return
 	}
-	if ValidStreamName(req.Stream) && !mayStream(w, r, req.Stream) {
+	if media.ValidStreamName(req.Stream) && !mayStream(w, r, req.Stream) {
 		return
 	}
 	p, err := s.CreatePoll(r.Context(), polls.Spec{Stream: req.Stream, Question: req.Question, Choices: req.Choices, DurationMS: req.DurationMS, Where: where})
@@ -285,8 +286,8 @@ type brandingRequest struct {
 
 func (s *Server) getBranding(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !ValidStreamName(name) || !mayStream(w, r, name) {
-		if !ValidStreamName(name) {
+	if !media.ValidStreamName(name) || !mayStream(w, r, name) {
+		if !media.ValidStreamName(name) {
 			problem.Write(w, http.StatusNotFound, "no such stream")
 		}
 		return
@@ -302,7 +303,7 @@ func (s *Server) getBranding(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putBranding(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if !ValidStreamName(name) {
+	if !media.ValidStreamName(name) {
 		problem.Write(w, http.StatusNotFound, "no such stream")
 		return
 	}
@@ -335,7 +336,7 @@ func (s *Server) putBranding(w http.ResponseWriter, r *http.Request) {
 		if u.StartsAt <= 0 {
 			bad(fmt.Sprintf("upcoming[%d].starts_at", i), "a time in unix milliseconds")
 		}
-		if u.Stream != "" && !ValidStreamName(u.Stream) {
+		if u.Stream != "" && !media.ValidStreamName(u.Stream) {
 			bad(fmt.Sprintf("upcoming[%d].stream", i), "not a valid stream name")
 		}
 		b.Upcoming = append(b.Upcoming, control.Upcoming{Title: strings.TrimSpace(u.Title), StartsAt: u.StartsAt, Stream: u.Stream})
@@ -390,7 +391,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	key, token, err := s.keys.Create(r.Context(), req.Name, req.Role, req.Streams, ValidStreamName)
+	key, token, err := s.keys.Create(r.Context(), req.Name, req.Role, req.Streams, media.ValidStreamName)
 	if err != nil {
 		if field, reason, ok := strings.Cut(err.Error(), ": "); ok && !strings.HasPrefix(field, "apikeys") {
 			invalid(w, polls.FieldError{Name: field, Reason: reason})

@@ -278,7 +278,7 @@ func TestViewerJourney(t *testing.T) {
 	// watch → endpoint (with seq) and the current status; the link joins
 	// stream:demo on both tiers.
 	ep := a.watch("demo")
-	if ep["stream"] != "demo" || ep["whep"] != "/whep/demo" || ep["edge"] != "e1" || ep["hls"] != "" || ep["seq"] == nil {
+	if ep["stream"] != "demo" || ep["whep"] != "/whep/demo" || ep["edge"] != "e1" || ep["hls"] != "/hls/demo/index.m3u8" || ep["seq"] == nil {
 		t.Fatalf("endpoint %v", ep)
 	}
 	if st := a.next(); st["t"] != "stream-status" || st["state"] != "offline" || st["seq"] == nil {
@@ -423,8 +423,15 @@ func TestTelemetryAggregatedAndVisible(t *testing.T) {
 	if q["current"] == nil || len(q["windows"].([]any)) == 0 || q["window_ms"] != float64(10000) {
 		t.Errorf("windows %v", q)
 	}
-	_, gl := c.apiGet("/api/v1/groups/global", operatorKey)
-	gt := gl["qoe"].(map[string]any)["total"].(map[string]any)
+	// The other viewer's report comes through the other connection server,
+	// so it may land after the first viewer's.
+	var gt map[string]any
+	waitFor(t, "both viewers' telemetry in global", func() bool {
+		_, gl := c.apiGet("/api/v1/groups/global", operatorKey)
+		q, _ := gl["qoe"].(map[string]any)
+		gt, _ = q["total"].(map[string]any)
+		return gt != nil && gt["reports"] == float64(4)
+	})
 	if gt["reports"] != float64(4) || gt["startup_ms"].(map[string]any)["p95"] != float64(3000) {
 		t.Fatalf("global total %v", gt)
 	}

@@ -30,5 +30,6 @@ type StaticEdge struct {
 
 // Pick implements EdgeDirectory.
 func (e StaticEdge) Pick(_ context.Context, _ groups.Attrs, stream string) (Endpoint, error) {
-	return Endpoint{Edge: e.ID, WHEP: strings.TrimSuffix(e.BaseURL, "/") + "/whep/" + stream}, nil
+	base := strings.TrimSuffix(e.BaseURL, "/")
+	return Endpoint{Edge: e.ID, WHEP: base + "/whep/" + stream, HLS: base + "/hls/" + stream + "/index.m3u8"}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/backchannel/backchannel/groups"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/control"
+	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/polls"
 	"github.com/backchannel/backchannel/internal/store"
 )
@@ -353,7 +354,7 @@ func (s *Server) pacer(ctx context.Context) {
 // audience: a predicate-targeted poll first gets a delivery group defined
 // on every connection server.
 func (s *Server) CreatePoll(ctx context.Context, spec polls.Spec) (polls.Poll, error) {
-	p, err := polls.New(spec, s.now(), ValidStreamName)
+	p, err := polls.New(spec, s.now(), media.ValidStreamName)
 	if err != nil {
 		return polls.Poll{}, err
 	}

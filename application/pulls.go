@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/problem"
 )
 
@@ -84,7 +85,7 @@ func (s *Server) addPull(w http.ResponseWriter, r *http.Request, pulls Pulls) {
 	if !decodeJSON(w, r, &spec) {
 		return
 	}
-	if !ValidStreamName(spec.Stream) {
+	if !media.ValidStreamName(spec.Stream) {
 		problem.Write(w, http.StatusBadRequest, "stream: 1-64 characters of A-Z a-z 0-9 _ . -")
 		return
 	}
@@ -100,6 +101,5 @@ func (s *Server) addPull(w http.ResponseWriter, r *http.Request, pulls Pulls) {
 	w.Header().Set("Location", "/api/v1/pulls/"+spec.Stream)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, v) // headers are already out; only the body is written
+	writeJSONStatus(w, http.StatusCreated, v)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +41,11 @@ type Config struct {
 
 	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
+	Recorder         Recorder      // recording service behind /api/v1/…/recording(s); nil: 501
+	// StreamInfo, when set, gives a live stream's current description
+	// (measured bitrate, frame rate) for the API; without it the API shows
+	// the description the on-air event carried.
+	StreamInfo func(name string) (media.StreamInfo, bool)
 }
 
 // Server is an application server.
@@ -95,11 +99,6 @@ func (p *profile) setAttrs(all groups.Attrs) {
 	p.dims = polls.DimsOf(all)
 	p.dimAttrs = p.dims.Attrs()
 }
-
-var streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// ValidStreamName reports whether name is acceptable as a stream name.
-func ValidStreamName(name string) bool { return streamName.MatchString(name) }
 
 // New checks cfg and returns a server; Run starts its work.
 func New(cfg Config) (*Server, error) {
@@ -398,7 +397,7 @@ func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox
 // they tolerate: every piece of it is state, not an event.
 func (s *Server) resumeUnrecovered(ctx context.Context, p *profile, r *control.Resume, out *outbox) {
 	for g := range r.Offsets {
-		if stream, ok := strings.CutPrefix(g, groups.AttrStream+":"); ok && ValidStreamName(stream) {
+		if stream, ok := strings.CutPrefix(g, groups.AttrStream+":"); ok && media.ValidStreamName(stream) {
 			s.watch(ctx, p, stream, out)
 			return // a link watches one stream
 		}
@@ -406,9 +405,9 @@ func (s *Server) resumeUnrecovered(ctx context.Context, p *profile, r *control.R
 }
 
 func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outbox) {
-	if !ValidStreamName(stream) {
+	if !media.ValidStreamName(stream) {
 		out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Error{
-			Code: control.ErrCodeBadStream, Message: "stream names are 1-64 characters of A-Z a-z 0-9 _ . -"}), false))
+			Code: control.ErrCodeBadStream, Message: media.StreamNameRule}), false))
 		return
 	}
 	if p.streams != nil && !slices.Contains(p.streams, stream) {
@@ -480,7 +479,7 @@ func (s *Server) telemetry(p *profile, t *control.Telemetry) {
 // to its stream group: one message, encoded once, published to each
 // connection server that holds links.
 func (s *Server) StreamEvent(ev media.Event) {
-	if !ValidStreamName(ev.Stream) {
+	if !media.ValidStreamName(ev.Stream) {
 		s.log.Warn("ignoring an event for an invalid stream name", "stream", ev.Stream)
 		return
 	}

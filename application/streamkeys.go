@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/backchannel/backchannel/internal/keys"
+	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/problem"
 )
 
@@ -69,8 +70,8 @@ func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // cover that stream (an operator key, or a broadcaster key scoped to it).
 func streamParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name := r.PathValue("name")
-	if !ValidStreamName(name) {
-		problem.Write(w, http.StatusBadRequest, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(name) {
+		problem.Write(w, http.StatusBadRequest, media.StreamNameRule)
 		return "", false
 	}
 	if !mayStream(w, r, name) {

@@ -12,11 +12,11 @@ import (
 
 func TestStaticEdge(t *testing.T) {
 	ep, err := StaticEdge{ID: "e1"}.Pick(context.Background(), nil, "demo")
-	if err != nil || ep != (Endpoint{Edge: "e1", WHEP: "/whep/demo"}) {
+	if err != nil || ep != (Endpoint{Edge: "e1", WHEP: "/whep/demo", HLS: "/hls/demo/index.m3u8"}) {
 		t.Fatalf("%+v %v", ep, err)
 	}
 	ep, _ = StaticEdge{ID: "e2", BaseURL: "https://edge.example.com/"}.Pick(context.Background(), nil, "cup")
-	if ep.WHEP != "https://edge.example.com/whep/cup" || ep.HLS != "" {
+	if ep.WHEP != "https://edge.example.com/whep/cup" || ep.HLS != "https://edge.example.com/hls/cup/index.m3u8" {
 		t.Fatalf("%+v", ep)
 	}
 }

@@ -53,10 +53,11 @@ seed="127.0.0.1:$((base + 946))"
 start() { # id role index [flags…]
   local id=$1 role=$2 i=$3
   shift 3
-  local http=$((base + i)) gossip=$((base + 946 + i)) ice=$((base + 189 + i))
+  local http=$((base + i)) gossip=$((base + 946 + i)) ice=$((base + 189 + i)) rtsp=$((base + 554 + i))
   local join=()
   [ "$i" -gt 0 ] && join=(--cluster-join "$seed")
   "$bin" "$role" --node-id "$id" --http "127.0.0.1:$http" --ice-udp "127.0.0.1:$ice" \
+    --rtsp "127.0.0.1:$rtsp" \
     --redis "127.0.0.1:$redis_port" --cluster-bind "127.0.0.1:$gossip" "${join[@]}" \
     --data-dir "$state/$id" --allowed-origins '127.0.0.1:*' "$@" >"$state/$id.log" 2>&1 &
   pids+=($!)

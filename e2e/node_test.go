@@ -83,3 +83,51 @@ func waitLive(t *testing.T, n *node.Node, stream string, timeout time.Duration) 
 func sampleOf(frame []byte) media.Sample {
 	return media.Sample{Data: frame, Duration: time.Second / 30}
 }
+
+// TestStreamsAPIShowsMeasuredTracks: the registry's measured figures (bitrate,
+// frame rate) and the SPS's size reach GET /api/v1/streams, not only what
+// was known when the stream went on air.
+func TestStreamsAPIShowsMeasuredTracks(t *testing.T) {
+	n := startNode(t, true)
+	waitLive(t, n, "demo", 15*time.Second)
+	type track struct {
+		Kind        string  `json:"kind"`
+		Codec       string  `json:"codec"`
+		Width       int     `json:"width"`
+		Height      int     `json:"height"`
+		FPS         float64 `json:"fps"`
+		BitrateKbps float64 `json:"bitrate_kbps"`
+	}
+	var s struct {
+		State     string  `json:"state"`
+		Protocol  string  `json:"protocol"`
+		Publisher string  `json:"publisher"`
+		Node      string  `json:"node"`
+		Tracks    []track `json:"tracks"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code := apiGet(t, n, "/streams/demo", &s); code != 200 {
+			t.Fatalf("GET /streams/demo: %d", code)
+		}
+		measured := len(s.Tracks) == 2
+		for _, tr := range s.Tracks {
+			measured = measured && tr.BitrateKbps > 0
+		}
+		if measured || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if s.State != "live" || s.Protocol != "whip" || s.Publisher == "" || s.Node != "e2e" {
+		t.Fatalf("stream %+v", s)
+	}
+	for _, tr := range s.Tracks {
+		if tr.BitrateKbps <= 0 {
+			t.Errorf("%s track has no measured bitrate: %+v", tr.Kind, tr)
+		}
+		if tr.Kind == "video" && (tr.Width != 640 || tr.Height != 360 || tr.FPS < 25 || tr.FPS > 35) {
+			t.Errorf("video track %+v, want the demo clip's 640x360 at ~30 fps", tr)
+		}
+	}
+}

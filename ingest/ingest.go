@@ -199,8 +199,8 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		rtc.WriteMethodNotAllowed(w, endpointMethods)
 		return
 	}
-	if !rtc.ValidStreamName(stream) {
-		s.reject(w, "bad_stream", http.StatusBadRequest, "stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(stream) {
+		s.reject(w, "bad_stream", http.StatusBadRequest, media.StreamNameRule)
 		return
 	}
 	key, hasBearer := bearer(r)

@@ -205,6 +205,7 @@ func printBanner(out io.Writer, n *node.Node, demo bool) {
 	}
 	if has(node.RoleEdge) {
 		line("WHEP playback", "%s/whep/<stream>", base)
+		line("LL-HLS playback", "%s/hls/<stream>/index.m3u8", base)
 	}
 	if has(node.RoleIngest) {
 		line("RTSP", "%s/<stream>?key=<publish key>   (publish; read without ?key)", n.RTSPBase())

@@ -14,7 +14,6 @@ import (
 
 	"github.com/backchannel/backchannel/ingest/rtsp/wire"
 	"github.com/backchannel/backchannel/internal/media"
-	"github.com/backchannel/backchannel/internal/rtc"
 )
 
 // publicMethods answer OPTIONS.
@@ -308,7 +307,7 @@ func (c *conn) streamOf(req *wire.Request) (stream, tail, rawQuery string, resp 
 		return "", "", "", c.reject(req, "bad_request", wire.StatusBadRequest, "this method needs a stream URL")
 	}
 	stream, tail, rawQuery = controlTail(req.URL)
-	if !rtc.ValidStreamName(stream) {
+	if !media.ValidStreamName(stream) {
 		return "", "", "", c.reject(req, "bad_stream", wire.StatusBadRequest,
 			"the URL path is the stream name: 1-64 characters of A-Z a-z 0-9 _ . -")
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/backchannel/backchannel/internal/media"
-	"github.com/backchannel/backchannel/internal/rtc"
 )
 
 // PullConfig says which stream to pull from which RTSP URL.
@@ -152,8 +151,8 @@ func NewPuller(cfg PullerConfig) (*Puller, error) {
 }
 
 func validatePull(c PullConfig) error {
-	if !rtc.ValidStreamName(c.Stream) {
-		return errors.New("stream names are 1-64 characters of A-Z a-z 0-9 _ . -")
+	if !media.ValidStreamName(c.Stream) {
+		return errors.New(media.StreamNameRule)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || !strings.EqualFold(u.Scheme, "rtsp") || u.Host == "" {

@@ -167,13 +167,19 @@ func TestRedisSurvivesRestartWithEmptyDatabase(t *testing.T) {
 	if dupApp == 0 || dupAudit == 0 {
 		t.Errorf("no republished duplicate was dropped (application %v, audit %v): the restart did not exercise the republish", dupApp, dupAudit)
 	}
+	// Every bus must see the reset. Not every bus necessarily saw Redis
+	// unreachable: go-redis retries a failed command with backoff, and a
+	// bus whose retries spanned the 300 ms outage only learns of it from
+	// the new epoch marker. At least one bus (a blocked reader) sees it.
+	var reconnects float64
 	for i, reg := range regs {
 		if v := metricValue(t, reg, "backchannel_bus_redis_resets_total"); v != 1 {
 			t.Errorf("bus %d counted %v resets, want 1", i, v)
 		}
-		if v := metricValue(t, reg, "backchannel_bus_redis_reconnects_total"); v < 1 {
-			t.Errorf("bus %d counted %v reconnects", i, v)
-		}
+		reconnects += metricValue(t, reg, "backchannel_bus_redis_reconnects_total")
+	}
+	if reconnects < 1 {
+		t.Errorf("no bus counted a reconnect")
 	}
 	// Confirmation drains the outboxes once both groups handled everything.
 	waitUntil(t, 5*time.Second, "outboxes to drain", func() bool {

@@ -94,7 +94,7 @@ type Proc struct {
 // node, and waits until it serves /healthz. Extra flags go last.
 func (c *Cluster) Start(id, role string, extra ...string) *Proc {
 	c.t.Helper()
-	httpPort, gossipPort, icePort := freeTCP(c.t), freeTCP(c.t), freeUDP(c.t)
+	httpPort, gossipPort, icePort, rtspPort := freeTCP(c.t), freeTCP(c.t), freeUDP(c.t), freeTCP(c.t)
 	p := &Proc{
 		ID: id, Role: role,
 		URL:    "http://127.0.0.1:" + strconv.Itoa(httpPort),
@@ -106,6 +106,7 @@ func (c *Cluster) Start(id, role string, extra ...string) *Proc {
 		"--node-id", id,
 		"--http", "127.0.0.1:" + strconv.Itoa(httpPort),
 		"--ice-udp", "127.0.0.1:" + strconv.Itoa(icePort),
+		"--rtsp", "127.0.0.1:" + strconv.Itoa(rtspPort), // never the shared default :8554
 		"--redis", c.Redis.Addr(),
 		"--cluster-bind", p.Gossip,
 		"--data-dir", c.t.TempDir(),

@@ -75,13 +75,24 @@ func TestRunPublishesLoopingClip(t *testing.T) {
 	if fps := float64(len(frames)-1) / span; fps < 28 || fps > 32 {
 		t.Fatalf("video at %.1f fps, want 30", fps)
 	}
+	// One late frame can be the shared machine's scheduler; a stall at the
+	// loop point shows as a late frame every loop, or a long one.
+	late := 0
 	for i := 1; i < len(frames); i++ {
 		if d := frames[i].ts - frames[i-1].ts; d < 2999 || d > 3001 {
 			t.Fatalf("frame %d: timestamp step %d, want 3000 (1/30 s at 90 kHz)", i, d)
 		}
-		if gap := frames[i].at.Sub(frames[i-1].at); gap > 150*time.Millisecond {
+		gap := frames[i].at.Sub(frames[i-1].at)
+		if gap > 500*time.Millisecond {
 			t.Fatalf("frame %d arrived %v after the previous one", i, gap)
 		}
+		if gap > 150*time.Millisecond {
+			late++
+			t.Logf("frame %d arrived %v after the previous one", i, gap)
+		}
+	}
+	if late > 1 {
+		t.Fatalf("%d frames arrived more than 150 ms after the previous one", late)
 	}
 	for i := 1; i < len(v); i++ {
 		if v[i].seq != v[i-1].seq+1 {

@@ -71,17 +71,29 @@ func (c *H264) dimensions() (int, int)   { return c.sps.Width, c.sps.Height }
 // unit delimiters, filler data and parameter sets equal to the track's are
 // left out: the avcC carries those.
 func (c *H264) SampleData(au [][]byte) (data []byte, sync bool) {
+	// In-band parameter sets equal to the sample entry's are redundant,
+	// unless the access unit also carries one that differs: then it
+	// describes itself, and a PPS equal to init's may belong to the new SPS.
+	changed := false
+	for _, n := range au {
+		switch h264.TypeOf(n) {
+		case h264.NALUTypeSPS:
+			changed = changed || !bytes.Equal(n, c.SPS)
+		case h264.NALUTypePPS:
+			changed = changed || !bytes.Equal(n, c.PPS)
+		}
+	}
 	keep := make([][]byte, 0, len(au))
 	for _, n := range au {
 		switch h264.TypeOf(n) {
 		case h264.NALUTypeAUD, h264.NALUTypeFiller:
 			continue
 		case h264.NALUTypeSPS:
-			if bytes.Equal(n, c.SPS) {
+			if !changed && bytes.Equal(n, c.SPS) {
 				continue
 			}
 		case h264.NALUTypePPS:
-			if bytes.Equal(n, c.PPS) {
+			if !changed && bytes.Equal(n, c.PPS) {
 				continue
 			}
 		case h264.NALUTypeIDR:
@@ -136,15 +148,25 @@ func (c *H265) dimensions() (int, int)   { return c.sps.Width, c.sps.Height }
 // whether it is a sync sample (an IRAP picture). Access unit delimiters,
 // filler data and parameter sets equal to the track's are left out.
 func (c *H265) SampleData(au [][]byte) (data []byte, sync bool) {
+	same := func(t h265.NALUType, n []byte) bool {
+		return t == h265.NALUTypeVPS && bytes.Equal(n, c.VPS) ||
+			t == h265.NALUTypeSPS && bytes.Equal(n, c.SPS) ||
+			t == h265.NALUTypePPS && bytes.Equal(n, c.PPS)
+	}
+	// As for H.264: redundant copies go, unless one parameter set changed.
+	changed := false
+	for _, n := range au {
+		if t := h265.TypeOf(n); (t == h265.NALUTypeVPS || t == h265.NALUTypeSPS || t == h265.NALUTypePPS) && !same(t, n) {
+			changed = true
+		}
+	}
 	keep := make([][]byte, 0, len(au))
 	for _, n := range au {
 		t := h265.TypeOf(n)
 		switch {
 		case t == h265.NALUTypeAUD || t == h265.NALUTypeFiller:
 			continue
-		case t == h265.NALUTypeVPS && bytes.Equal(n, c.VPS),
-			t == h265.NALUTypeSPS && bytes.Equal(n, c.SPS),
-			t == h265.NALUTypePPS && bytes.Equal(n, c.PPS):
+		case !changed && same(t, n):
 			continue
 		case t.IsIRAP():
 			sync = true

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/codec/h264"
 	"github.com/backchannel/backchannel/internal/codec/opus"
 )
 
@@ -132,10 +133,22 @@ func TestSampleData(t *testing.T) {
 	aud := []byte{0x09, 0xf0}
 	otherPPS := []byte{0x68, 0xee}
 	idr := []byte{0x65, 0x88, 0x80}
-	data, sync := c.SampleData([][]byte{aud, c.SPS, c.PPS, otherPPS, idr})
-	want := spec(t, "00000002 68ee 00000003 658880") // the new PPS stays in band
-	if !sync || string(data) != string(want) {
+	avcc := func(nalus ...[]byte) string { return string(h264.AppendAVCC(nil, nalus)) }
+	// Copies of init's parameter sets are redundant…
+	data, sync := c.SampleData([][]byte{aud, c.SPS, c.PPS, idr})
+	if !sync || string(data) != string(spec(t, "00000003 658880")) {
 		t.Errorf("SampleData = %x %v", data, sync)
+	}
+	// …unless one changed: then the sample carries all of them, because a
+	// PPS equal to init's may now refer to the new SPS.
+	data, _ = c.SampleData([][]byte{aud, c.SPS, c.PPS, otherPPS, idr})
+	if string(data) != avcc(c.SPS, c.PPS, otherPPS, idr) {
+		t.Errorf("new PPS: SampleData = %x", data)
+	}
+	newSPS := append(append([]byte(nil), c.SPS...), 0x80)
+	data, _ = c.SampleData([][]byte{newSPS, c.PPS, idr})
+	if string(data) != avcc(newSPS, c.PPS, idr) {
+		t.Errorf("new SPS: SampleData = %x, the PPS must stay with it", data)
 	}
 	if _, sync := c.SampleData([][]byte{{0x41, 0x9a}}); sync {
 		t.Error("P slice taken for sync")
@@ -144,6 +157,10 @@ func TestSampleData(t *testing.T) {
 	data, sync = h.SampleData([][]byte{{0x46, 1, 0x50}, {0x40, 1}, {0x2a, 1, 0xaf}})
 	if !sync || string(data) != string(spec(t, "00000003 2a01af")) {
 		t.Errorf("H265 SampleData = %x %v", data, sync)
+	}
+	data, _ = h.SampleData([][]byte{{0x40, 1}, {0x42, 1, 7}, {0x44, 1}, {0x2a, 1, 0xaf}})
+	if string(data) != avcc([]byte{0x40, 1}, []byte{0x42, 1, 7}, []byte{0x44, 1}, []byte{0x2a, 1, 0xaf}) {
+		t.Errorf("H265 new SPS: SampleData = %x", data)
 	}
 }
 

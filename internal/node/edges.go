@@ -43,7 +43,8 @@ func (c *clusterEdges) Pick(_ context.Context, _ groups.Attrs, stream string) (a
 		return application.Endpoint{}, errNoEdge
 	}
 	m := edges[best]
-	return application.Endpoint{Edge: m.ID, WHEP: strings.TrimRight(m.URL, "/") + "/whep/" + stream}, nil
+	base := strings.TrimRight(m.URL, "/")
+	return application.Endpoint{Edge: m.ID, WHEP: base + "/whep/" + stream, HLS: base + "/hls/" + stream + "/index.m3u8"}, nil
 }
 
 func better(a, b cluster.Member, holders []string) bool {

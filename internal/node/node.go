@@ -30,6 +30,7 @@ import (
 	"github.com/backchannel/backchannel/application"
 	"github.com/backchannel/backchannel/connection"
 	"github.com/backchannel/backchannel/edge"
+	"github.com/backchannel/backchannel/edge/hls"
 	"github.com/backchannel/backchannel/ingest"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/cluster"
@@ -38,6 +39,7 @@ import (
 	"github.com/backchannel/backchannel/internal/identity"
 	"github.com/backchannel/backchannel/internal/media"
 	"github.com/backchannel/backchannel/internal/problem"
+	"github.com/backchannel/backchannel/internal/record"
 	"github.com/backchannel/backchannel/internal/rtc"
 	"github.com/backchannel/backchannel/internal/store"
 	"github.com/backchannel/backchannel/internal/streamsync"
@@ -106,6 +108,8 @@ type Node struct {
 	ingest   *ingest.Server
 	edge     *edge.Server
 	rtsp     rtspTier
+	hls      *hls.Server
+	recorder *record.Recorder
 	conn     *connection.Server
 	app      *application.Server
 	appStore store.Store
@@ -276,11 +280,18 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if err := n.startRTSP(reg); err != nil {
 			return err
 		}
+		n.recorder, err = record.New(record.Config{Dir: filepath.Join(cfg.DataDir, "recordings"), Registry: n.registry, Logger: n.log, Metrics: reg})
+		if err != nil {
+			return fmt.Errorf("recordings: %w", err)
+		}
 	}
 	if n.has(RoleEdge) {
 		n.edge, err = edge.New(edge.Config{ID: cfg.NodeID, Registry: n.registry, RTC: n.rtc, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg})
 		if err != nil {
 			return fmt.Errorf("edge: %w", err)
+		}
+		if n.hls, err = hls.New(hls.Config{Registry: n.registry, Logger: n.log, Metrics: reg}); err != nil {
+			return fmt.Errorf("hls: %w", err)
 		}
 	}
 	if cfg.ClusterBind != "" {
@@ -316,8 +327,13 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		if err != nil {
 			return err
 		}
+		var recorder application.Recorder
+		if n.recorder != nil {
+			recorder = n.recorder
+		}
 		n.app, err = application.New(application.Config{
 			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Store: n.appStore, Geo: n.geo, Logger: n.log, Metrics: reg,
+			Recorder: recorder, StreamInfo: n.streamInfo,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
@@ -390,6 +406,12 @@ func (n *Node) routes() http.Handler {
 	if n.edge != nil {
 		mux.Handle("/whep/", n.edge.Handler())
 	}
+	if n.hls != nil {
+		mux.Handle("/hls/", n.hls.Handler())
+	}
+	if n.recorder != nil {
+		mux.Handle("/hls/recordings/", n.recorder.Handler())
+	}
 	if n.conn != nil {
 		mux.Handle("/ws", n.conn.Handler())
 	}
@@ -417,6 +439,20 @@ func (n *Node) routes() http.Handler {
 	}
 	mux.Handle("/", player.Handler())
 	return mux
+}
+
+// streamInfo describes a live stream for the API: from this node's registry
+// when it has the stream, else from the cluster's announcements.
+func (n *Node) streamInfo(name string) (media.StreamInfo, bool) {
+	if n.registry != nil {
+		if st, ok := n.registry.Lookup(name); ok && st.Live() {
+			return st.Info(), true
+		}
+	}
+	if n.view != nil && n.clustered() {
+		return n.view.Info(name)
+	}
+	return media.StreamInfo{}, false
 }
 
 // operatorOnly admits requests bearing the operator key.
@@ -555,6 +591,12 @@ func (n *Node) stop(ctx context.Context) error {
 		n.listener.Close()
 	}
 	n.closeRTSP()
+	if n.hls != nil {
+		n.hls.Close()
+	}
+	if n.recorder != nil {
+		n.recorder.Close()
+	}
 	if n.ingest != nil {
 		n.ingest.Close()
 	}

@@ -158,16 +158,3 @@ func FuzzParseOffer(f *testing.F) {
 		}
 	})
 }
-
-func TestValidStreamName(t *testing.T) {
-	for _, ok := range []string{"a", "cup-final", "A.b_c-9", strings.Repeat("x", 64)} {
-		if !ValidStreamName(ok) {
-			t.Errorf("%q refused", ok)
-		}
-	}
-	for _, bad := range []string{"", strings.Repeat("x", 65), "a b", "a/b", "é", "a%20"} {
-		if ValidStreamName(bad) {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}

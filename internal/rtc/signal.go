@@ -10,7 +10,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -28,12 +27,6 @@ const MaxSDPBytes = 64 << 10
 
 // ContentTypeSDP is the media type of offers and answers.
 const ContentTypeSDP = "application/sdp"
-
-var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// ValidStreamName reports whether name is an acceptable stream name:
-// 1–64 characters from [A-Za-z0-9_.-].
-func ValidStreamName(name string) bool { return streamNameRE.MatchString(name) }
 
 // CORS: WHIP/WHEP clients are often pages on other origins.
 const (

@@ -181,6 +181,18 @@ func (v *View) Live() []media.StreamInfo {
 	return out
 }
 
+// Info returns the stream's most recent description: the newest
+// publication's, as refreshed by its node's latest announcement.
+func (v *View) Info(stream string) (media.StreamInfo, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	byNode, ok := v.streams[stream]
+	if !ok {
+		return media.StreamInfo{}, false
+	}
+	return newest(byNode), true
+}
+
 // Where returns the nodes that have the stream live.
 func (v *View) Where(stream string) []string {
 	v.mu.Lock()

@@ -5,6 +5,7 @@ import { ControlLink } from "./control.js";
 import { playWHEP } from "./webrtc.js";
 import { Telemetry } from "./telemetry.js";
 import { Interactions } from "./interact.js";
+import { HLSFallback, forcedReason, whepFailureReason, watchICE } from "./hls-player.js";
 
 const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, "").replace(/\/$/, ""));
 const video = document.getElementById("video");
@@ -37,7 +38,8 @@ function render() {
   ]
     .filter(Boolean)
     .join(" · ");
-  if (state.session && !video.paused && video.readyState >= 2) show("");
+  if (hls.player.error) show(`Cannot play: ${hls.player.error}`);
+  else if ((state.session || hls.active) && !video.paused && video.readyState >= 2) show("");
   else if (state.live === false) show("Offline — the broadcast will start here");
   else if (state.linkState !== "open" && !state.session) show("Connecting…");
   else if (!state.session) show("Starting…");
@@ -55,12 +57,15 @@ const link = new ControlLink({
 const telemetry = new Telemetry({
   video,
   send: (m) => {
-    link.send(m);
+    link.send(hls.addTelemetry(m));
     state.telemetrySent++;
   },
 });
 
 const interactions = new Interactions({ link, stream, root: document });
+// LL-HLS takes over when WebRTC cannot work here (hls-player.js).
+const hls = new HLSFallback({ video, telemetry, onChange: render });
+const hlsURL = () => state.endpoint.hls || `/hls/${encodeURIComponent(stream)}/index.m3u8`;
 
 function handle(msg) {
   if (interactions.handle(msg)) return;
@@ -90,6 +95,8 @@ function handle(msg) {
 
 async function startMedia() {
   if (!state.endpoint || state.session || state.starting || state.live === false) return;
+  const forced = forcedReason();
+  if (hls.active || forced) return hls.start(hls.reason || forced, hlsURL());
   state.starting = true;
   clearTimeout(state.retryTimer);
   try {
@@ -101,6 +108,7 @@ async function startMedia() {
     });
     state.session = session;
     telemetry.attach(session.pc);
+    watchICE(session.pc, () => state.session === session && (stopMedia(), hls.start("ice", hlsURL())));
     session.pc.addEventListener("connectionstatechange", () => {
       const s = session.pc.connectionState;
       if ((s === "failed" || s === "closed") && state.session === session) {
@@ -111,6 +119,7 @@ async function startMedia() {
     });
   } catch (err) {
     telemetry.error(err.status ? `whep:${err.status}` : "whep");
+    if (whepFailureReason(err)) return hls.start(whepFailureReason(err), hlsURL());
     // 409: not live yet; the control link will say when it is, but retry too
     // in case that message is lost.
     retry(err.retryAfter ? err.retryAfter * 1000 : 3000);
@@ -121,6 +130,7 @@ async function startMedia() {
 }
 
 function stopMedia() {
+  hls.stop();
   if (!state.session) return;
   state.session.stop();
   state.session = null;
@@ -141,7 +151,7 @@ window.addEventListener("pagehide", () => {
 });
 
 // Exposed for debugging and for the browser tests.
-window.backchannel = { state, link, telemetry, video, interactions };
+window.backchannel = { state, link, telemetry, video, interactions, hls };
 
 link.sendOnEveryConnect({ t: "watch", stream });
 link.start();
