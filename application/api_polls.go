@@ -223,7 +223,7 @@ func (s *Server) pollLive(w http.ResponseWriter, r *http.Request) {
 	defer keepalive.Stop()
 	for {
 		s.mu.Lock()
-		changed := ps.changed
+		changed := ps.watch()
 		p = ps.poll
 		s.mu.Unlock()
 		counts, total, version := ps.tally.Counts()

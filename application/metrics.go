@@ -9,6 +9,7 @@ type metrics struct {
 	sent       prometheus.Counter
 
 	votes         *prometheus.CounterVec
+	votesBy       [3]prometheus.Counter // votes by polls.Outcome, looked up once
 	votesRejected *prometheus.CounterVec
 	commitSeconds prometheus.Histogram
 	resultsPushed prometheus.Counter
@@ -35,6 +36,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.votes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "backchannel_application_votes_total", Help: "Votes handled, by outcome: counted (first), changed, unchanged (a resend).",
 	}, []string{"outcome"})
+	for i, o := range [...]string{"counted", "changed", "unchanged"} {
+		m.votesBy[i] = m.votes.WithLabelValues(o)
+	}
 	m.votesRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "backchannel_application_votes_rejected_total", Help: "Votes refused, by error code.",
 	}, []string{"code"})

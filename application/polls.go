@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/backchannel/backchannel/groups"
@@ -28,78 +29,164 @@ const (
 // Server.mu; the tally has its own lock.
 type pollState struct {
 	poll     polls.Poll
+	audience *groups.Predicate // poll.Audience(), built once
 	tally    *polls.Tally
 	pushed   uint64    // tally version last pushed to the audience
 	pushedAt time.Time // when
 	final    bool      // final results sent
 	timer    *time.Timer
-	changed  chan struct{} // closed and replaced when the counts or state change
+	changed  chan struct{} // closed and replaced when the counts or state change, if watched
+	watched  bool          // a live-results stream waits on changed
 }
 
 func (s *Server) newPollState(p polls.Poll) *pollState {
-	return &pollState{poll: p, tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{})}
+	return &pollState{poll: p, audience: p.Audience(), tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{})}
 }
 
-// notify wakes live-results watchers. Callers hold Server.mu.
+// notify wakes live-results watchers. Callers hold Server.mu. Between two
+// looks of the watchers at the counts, only the first change closes the
+// channel: the rest cost nothing.
 func (ps *pollState) notify() {
-	close(ps.changed)
-	ps.changed = make(chan struct{})
+	if ps.watched {
+		close(ps.changed)
+		ps.changed = make(chan struct{})
+		ps.watched = false
+	}
+}
+
+// watch returns the channel the next change closes. Callers hold
+// Server.mu.
+func (ps *pollState) watch() <-chan struct{} {
+	ps.watched = true
+	return ps.changed
 }
 
 // commit is one upward batch's votes, waiting to be made durable before
 // they are acknowledged.
 type commit struct {
 	votes []store.Vote
-	acks  []ackTo
+	acks  map[string]*groups.SendBatch // by connection server
+	order []string                     // connection servers in first-ack order
+	ack   []byte                       // scratch
+	hint  int                          // ack bytes expected per connection server
 }
 
-type ackTo struct{ conn, sid, id string }
+// Vote batches are recycled: after warming up they are as large as a
+// commit needs, so counting a vote never grows (and copies) one.
+var voteSlices = sync.Pool{New: func() any { return new([]store.Vote) }}
 
-// vote counts one vote: one per user per poll, a changed vote moving the
-// count. The ack is sent by the committer once the vote is durable.
-func (s *Server) vote(p *profile, v *control.Vote, out *outbox, c *commit) {
-	fail := func(code, msg string) {
-		s.metrics.votesRejected.WithLabelValues(code).Inc()
-		out.add(p.conn, groups.SendLink(p.sid, control.Encode(control.Error{Code: code, Message: msg, ID: v.ID}), false))
+func getVotes() []store.Vote { return (*voteSlices.Get().(*[]store.Vote))[:0] }
+
+// putVotes recycles votes, which nothing may use any more.
+func putVotes(v []store.Vote) {
+	if cap(v) == 0 || cap(v) > 1<<20 {
+		return
 	}
-	attrs, _ := s.index.Attrs(p.sid)
-	// Under the server lock, so that a vote is either counted before a
-	// close or refused after it: the final results hold every acked vote.
-	s.mu.Lock()
-	ps := s.polls[v.Poll]
-	code, msg := "", ""
+	clear(v) // keep no users or attributes alive
+	v = v[:0]
+	voteSlices.Put(&v)
+}
+
+// addAck queues the ack of vote id for a link of connection server conn.
+func (c *commit) addAck(conn, sid string, id []byte) {
+	b := c.acks[conn]
+	if b == nil {
+		if c.acks == nil {
+			c.acks = make(map[string]*groups.SendBatch)
+		}
+		b = groups.NewSendBatch(max(c.hint, 64<<10) / 64)
+		c.acks[conn] = b
+		c.order = append(c.order, conn)
+	}
+	c.ack = append(c.ack[:0], `{"t":"ack","id":`...)
+	c.ack = appendJSONString(c.ack, id)
+	c.ack = append(c.ack, '}')
+	// Critical: a lost ack makes the player resend after its next
+	// reconnect, which is harmless but slow to converge. It may wait to
+	// share a write with other frames to the link.
+	b.Add(sid, c.ack, true, true)
+}
+
+// voteRefusal is a vote refused, to be answered with an error.
+type voteRefusal struct {
+	p        *profile
+	id, code string
+	msg      string
+}
+
+// voteLocked counts one vote of profile p: one per user per poll, a
+// changed vote moving the count. Its ack is queued in c, sent by the
+// committer once the vote is durable. Callers hold s.mu, so that a vote is
+// either counted before a close or refused after it: the final results
+// hold every acked vote. It returns the refusal code and message, if any.
+func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now time.Time, c *commit) (code, msg string) {
+	ps := s.polls[string(poll)]
 	switch {
 	case ps == nil:
-		code, msg = control.ErrCodeUnknownPoll, "no such poll"
-	case v.Choice >= len(ps.poll.Choices):
-		code, msg = control.ErrCodeBadChoice, "no such choice"
-	case !ps.poll.Open(s.now()):
+		return control.ErrCodeUnknownPoll, "no such poll"
+	case choice >= len(ps.poll.Choices):
+		return control.ErrCodeBadChoice, "no such choice"
+	case !ps.poll.Open(now):
 		// A resend of a vote counted before the close is still acked.
-		if choice, ok := ps.tally.Choice(p.uid); !ok || choice != v.Choice {
-			code, msg = control.ErrCodePollClosed, "the poll is closed"
+		if prev, ok := ps.tally.Choice(p.uid); !ok || prev != choice {
+			return control.ErrCodePollClosed, "the poll is closed"
 		}
-	case !ps.poll.Audience().Match(attrs):
-		code, msg = control.ErrCodeNotAudience, "this poll is not for you"
+	case !ps.audience.Match(p.attrs):
+		return control.ErrCodeNotAudience, "this poll is not for you"
 	default:
-		outcome := ps.tally.Apply(p.uid, v.Choice, attrs)
+		outcome := ps.tally.ApplyDims(p.uid, choice, p.dims)
 		if outcome != polls.Unchanged {
 			ps.notify()
 		}
-		s.metrics.votes.WithLabelValues([...]string{"counted", "changed", "unchanged"}[outcome]).Inc()
+		s.metrics.votesBy[outcome].Inc()
 	}
-	s.mu.Unlock()
-	if code != "" {
-		fail(code, msg)
-		return
+	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.uid, Choice: choice, Attrs: p.dimAttrs, AttrsKey: p.dims})
+	c.addAck(p.conn, p.sid, id)
+	return "", ""
+}
+
+// votes counts a connection server's batch of votes under one lock.
+func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commit) {
+	var unknown []string
+	var refused []voteRefusal
+	now := s.now()
+	if c.votes == nil {
+		c.votes = getVotes()
 	}
-	dims := make(groups.Attrs, len(polls.Dimensions))
-	for _, d := range polls.Dimensions {
-		if val := attrs[d]; val != "" {
-			dims[d] = val
+	s.mu.Lock()
+	for i := range refs {
+		r := &refs[i]
+		p := s.profiles[string(r.Link)]
+		if p == nil {
+			unknown = append(unknown, string(r.Link))
+			continue
+		}
+		if code, msg := s.voteLocked(p, r.Poll, r.Choice, r.ID, now, c); code != "" {
+			refused = append(refused, voteRefusal{p: p, id: string(r.ID), code: code, msg: msg})
 		}
 	}
-	c.votes = append(c.votes, store.Vote{Poll: v.Poll, User: p.uid, Choice: v.Choice, Attrs: dims})
-	c.acks = append(c.acks, ackTo{conn: p.conn, sid: p.sid, id: v.ID})
+	s.mu.Unlock()
+	for _, sid := range unknown {
+		s.unknownLink(conn, sid, out)
+	}
+	for _, r := range refused {
+		s.refuseVote(r, out)
+	}
+}
+
+// vote counts one vote relayed as a JSON client message.
+func (s *Server) vote(p *profile, v *control.Vote, out *outbox, c *commit) {
+	s.mu.Lock()
+	code, msg := s.voteLocked(p, []byte(v.Poll), v.Choice, []byte(v.ID), s.now(), c)
+	s.mu.Unlock()
+	if code != "" {
+		s.refuseVote(voteRefusal{p: p, id: v.ID, code: code, msg: msg}, out)
+	}
+}
+
+func (s *Server) refuseVote(r voteRefusal, out *outbox) {
+	s.metrics.votesRejected.WithLabelValues(r.code).Inc()
+	out.add(r.p.conn, groups.SendLink(r.p.sid, control.Encode(control.Error{Code: r.code, Message: r.msg, ID: r.id}), false))
 }
 
 // committer makes votes durable, as many upward batches at a time as have
@@ -114,18 +201,27 @@ func (s *Server) committer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		n := len(batch[0].votes)
 	more:
-		for len(batch) < 256 {
+		for len(batch) < 256 && n < 4*maxCommitVotes {
 			select {
 			case c := <-s.commits:
 				batch = append(batch, c)
+				n += len(c.votes)
 			default:
 				break more
 			}
 		}
 		var votes []store.Vote
-		for _, c := range batch {
-			votes = append(votes, c.votes...)
+		if len(batch) == 1 {
+			votes = batch[0].votes
+		} else {
+			votes = getVotes()
+			for _, c := range batch {
+				votes = append(votes, c.votes...)
+				putVotes(c.votes)
+				c.votes = nil
+			}
 		}
 		start := time.Now()
 		for attempt := 0; ; attempt++ {
@@ -142,16 +238,28 @@ func (s *Server) committer(ctx context.Context) {
 			}
 		}
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+		putVotes(votes)
+		for _, c := range batch {
+			c.votes = nil
+		}
 		acks := map[string][][]byte{}
 		var order []string
 		for _, c := range batch {
-			for _, a := range c.acks {
-				if _, ok := acks[a.conn]; !ok {
-					order = append(order, a.conn)
+			for _, conn := range c.order {
+				if _, ok := acks[conn]; !ok {
+					order = append(order, conn)
 				}
-				acks[a.conn] = append(acks[a.conn], encodeAck(a.sid, a.id))
+				acks[conn] = append(acks[conn], c.acks[conn].Bytes())
 			}
 		}
+		// The next commits' ack batches start as large as these were.
+		largest := 0
+		for _, c := range batch {
+			for _, b := range c.acks {
+				largest = max(largest, len(b.Bytes()))
+			}
+		}
+		s.ackHint.Store(int64(largest + largest/4))
 		for _, conn := range order {
 			if err := s.cfg.Bus.Publish(ctx, bus.Downward(conn), acks[conn]...); err != nil {
 				// The votes are counted; an unacknowledged vote is resent
@@ -164,24 +272,10 @@ func (s *Server) committer(ctx context.Context) {
 	}
 }
 
-// encodeAck builds the mirror message {"op":"send","link":sid,
-// "payload":{"t":"ack","id":id},"critical":true} without reflection: acks are the hottest
-// downward message.
-func encodeAck(sid, id string) []byte {
-	b := make([]byte, 0, 64+len(sid)+len(id))
-	b = append(b, `{"op":"send","link":`...)
-	b = appendJSONString(b, sid)
-	b = append(b, `,"payload":{"t":"ack","id":`...)
-	b = appendJSONString(b, id)
-	// Critical: a lost ack makes the player resend after its next
-	// reconnect, which is harmless but slow to converge.
-	return append(b, `},"critical":true}`...)
-}
-
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			q, _ := json.Marshal(s)
+			q, _ := json.Marshal(string(s))
 			return append(b, q...)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,7 @@ import (
 	"github.com/backchannel/backchannel/internal/control"
 	"github.com/backchannel/backchannel/internal/geo"
 	"github.com/backchannel/backchannel/internal/media"
+	"github.com/backchannel/backchannel/internal/polls"
 	"github.com/backchannel/backchannel/internal/store"
 )
 
@@ -70,6 +72,7 @@ type Server struct {
 	store    store.Store
 	ownStore bool
 	commits  chan *commit
+	ackHint  atomic.Int64   // bytes of the largest ack batch of the last commit
 	wg       sync.WaitGroup // goroutines started by Run
 }
 
@@ -80,6 +83,21 @@ type profile struct {
 	facts          groups.Facts
 	lastSN         uint64
 	reported       bool // lastSN is meaningful
+
+	// What a vote needs, kept current where this tier changes the link's
+	// attributes (open, watch) rather than rebuilt per vote; guarded by
+	// Server.mu. attrs equals the index's view; dimAttrs is the part a
+	// stored vote carries. Both maps are replaced, never modified.
+	attrs    groups.Attrs
+	dims     polls.Dims
+	dimAttrs groups.Attrs
+}
+
+// setAttrs records the link's current attributes; callers hold Server.mu.
+func (p *profile) setAttrs(all groups.Attrs) {
+	p.attrs = all
+	p.dims = polls.DimsOf(all)
+	p.dimAttrs = p.dims.Attrs()
 }
 
 // New checks cfg and returns a server; Run starts its work.
@@ -208,12 +226,44 @@ func (s *Server) send(ctx context.Context, o *outbox) error {
 	return errors.Join(errs...)
 }
 
+// voteRefs recycles the votes decoded from upward batches.
+var voteRefs = sync.Pool{New: func() any { return new([]groups.VoteRef) }}
+
 func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	var out outbox
-	c := &commit{}
+	c := &commit{hint: int(s.ackHint.Load())}
 	now := s.now()
 	var lastConn string
+	rp := voteRefs.Get().(*[]groups.VoteRef)
+	refs := *rp
+	defer func() {
+		clear(refs[:cap(refs)]) // hold on to no message
+		*rp = refs[:0]
+		voteRefs.Put(rp)
+	}()
 	for _, bm := range batch {
+		if groups.IsBatch(bm.Data) {
+			conn, votes, err := groups.DecodeVotes(bm.Data, refs[:0])
+			if err != nil {
+				s.log.Warn("skipping a bad upward batch", "id", bm.ID, "err", err)
+				continue
+			}
+			refs = votes
+			if string(conn) != lastConn {
+				lastConn = string(conn)
+				s.mu.Lock()
+				s.seen[lastConn] = now
+				s.mu.Unlock()
+			}
+			s.votes(lastConn, refs, &out, c)
+			if len(c.votes) >= maxCommitVotes {
+				if err := s.handOver(ctx, &out, c); err != nil {
+					return err
+				}
+				out, c = outbox{}, &commit{hint: int(s.ackHint.Load())}
+			}
+			continue
+		}
 		m, err := groups.DecodeMirror(bm.Data)
 		if err != nil {
 			s.log.Warn("skipping a bad upward message", "id", bm.ID, "err", err)
@@ -236,13 +286,25 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 			s.log.Warn("ignoring a downward message on the upward topic", "op", m.Op)
 		}
 	}
-	if err := s.send(ctx, &out); err != nil {
+	return s.handOver(ctx, &out, c)
+}
+
+// maxCommitVotes bounds the votes of one commit: a backlog is then
+// committed in pieces of a reused size, each acknowledged as soon as it is
+// durable, rather than in one ever larger batch.
+const maxCommitVotes = 16 << 10
+
+// handOver publishes what handling messages produced, then hands their
+// votes to the committer: replies go out in the order of the messages that
+// caused them.
+func (s *Server) handOver(ctx context.Context, out *outbox, c *commit) error {
+	if err := s.send(ctx, out); err != nil {
 		// The connection servers' state would diverge; have the batch
 		// redelivered rather than lose it.
 		s.log.Warn("publishing downward failed", "err", err)
 		return err
 	}
-	if len(c.votes) > 0 {
+	if len(c.votes) > 0 || len(c.acks) > 0 {
 		// Acks go out once the committer has made the votes durable.
 		select {
 		case s.commits <- c:
@@ -271,7 +333,9 @@ func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
 		}
 	}
 	newConn := s.conns[m.Conn] == 0
-	s.profiles[m.Link] = &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
+	p := &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
+	p.setAttrs(all)
+	s.profiles[m.Link] = p
 	s.conns[m.Conn]++
 	delete(s.resync, m.Link)
 	s.index.Add(m.Link, all)
@@ -305,7 +369,7 @@ func (s *Server) clientMessage(ctx context.Context, m groups.Mirror, out *outbox
 	p := s.profiles[m.Link]
 	s.mu.Unlock()
 	if p == nil {
-		s.unknownLink(m, out)
+		s.unknownLink(m.Conn, m.Link, out)
 		return
 	}
 	msg, err := control.DecodeClient(m.Payload)
@@ -365,6 +429,9 @@ func (s *Server) watch(ctx context.Context, p *profile, stream string, out *outb
 	set := groups.Attrs{groups.AttrStream: stream, groups.AttrEdge: ep.Edge}
 	s.mu.Lock()
 	s.index.Update(p.sid, set)
+	if all, ok := s.index.Attrs(p.sid); ok {
+		p.setAttrs(all)
+	}
 	_, live := s.live[stream]
 	s.mu.Unlock()
 	state := control.StateOffline
@@ -396,8 +463,8 @@ func (s *Server) telemetry(p *profile, t *control.Telemetry) {
 	s.metrics.reports.Inc()
 	s.metrics.lost.Add(float64(lost))
 	ids := []string{groups.GlobalID}
-	if attrs, ok := s.index.Attrs(p.sid); ok && attrs[groups.AttrStream] != "" {
-		ids = append(ids, groups.AutoID(groups.AttrStream, attrs[groups.AttrStream]))
+	if stream := p.attrs[groups.AttrStream]; stream != "" {
+		ids = append(ids, groups.AutoID(groups.AttrStream, stream))
 	}
 	for _, id := range ids {
 		series := s.qoe[id]
@@ -490,10 +557,10 @@ func (s *Server) connsLocked() []string {
 // to reconnect, once, so that its profile is announced again and its
 // player resends what was not acknowledged; for the others the close is a
 // no-op on the connection server.
-func (s *Server) unknownLink(m groups.Mirror, out *outbox) {
+func (s *Server) unknownLink(conn, sid string, out *outbox) {
 	now := s.now()
 	s.mu.Lock()
-	if at, ok := s.resync[m.Link]; ok && now.Sub(at) < time.Minute {
+	if at, ok := s.resync[sid]; ok && now.Sub(at) < time.Minute {
 		s.mu.Unlock()
 		return
 	}
@@ -504,10 +571,10 @@ func (s *Server) unknownLink(m groups.Mirror, out *outbox) {
 			}
 		}
 	}
-	s.resync[m.Link] = now
+	s.resync[sid] = now
 	s.mu.Unlock()
 	s.metrics.resyncs.Inc()
-	out.add(m.Conn, groups.CloseLink(m.Link, CloseResync, "application server lost this link's profile: reconnect"))
+	out.add(conn, groups.CloseLink(sid, CloseResync, "application server lost this link's profile: reconnect"))
 }
 
 // CloseResync is the close code of a link the application tier asks to

@@ -3,7 +3,9 @@ package connection
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/backchannel/backchannel/groups"
@@ -26,6 +28,8 @@ type link struct {
 	tokensAt int64
 
 	wheelAt int64 // slot the wheel will check this link in; wheel.mu
+
+	seq atomic.Uint64 // of messages to this link alone
 	// spread delays this link's keepalive by up to half an interval, so
 	// that links which connected together (a reconnect storm, a drain) are
 	// not pinged together forever after.
@@ -36,8 +40,7 @@ type link struct {
 	uid      string
 	streams  []string // from a viewer JWT; nil = any
 	facts    []byte   // JSON groups.Facts, to re-announce the link after a bus reset
-	seq      uint64
-	pingSent int64 // unix ns of an unanswered keepalive ping
+	pingSent int64    // unix ns of an unanswered keepalive ping
 	closing  bool
 	gone     bool
 	code     int    // close code, when the server closed the link
@@ -71,11 +74,41 @@ func (l *link) allow(now int64) bool {
 
 // sendOne sends a message to this link alone, stamped with the next seq.
 func (l *link) sendOne(msg []byte, critical bool) {
-	l.mu.Lock()
-	l.seq++
-	seq := l.seq
-	l.mu.Unlock()
-	l.deliver(newFrame(control.WithSeq(msg, seq)), "", critical)
+	l.deliver(newFrame(control.WithSeq(msg, l.seq.Add(1))), "", critical)
+}
+
+// appendSeqFrame appends to b the frame of msg (a JSON object) with the
+// link's next seq, as sendOne would send it, without building msg again.
+func (l *link) appendSeqFrame(b, msg []byte) []byte {
+	seq := l.seq.Add(1)
+	n := len(msg)
+	if n < 2 || msg[n-1] != '}' {
+		return wsepoll.AppendFrame(b, msg)
+	}
+	var digits [20]byte
+	d := strconv.AppendUint(digits[:0], seq, 10)
+	size := n - 1 + len(`,"seq":`) + len(d) + 1
+	if n == 2 {
+		size-- // {} takes no comma
+	}
+	b = wsepoll.AppendFrameHeader(b, size)
+	b = append(b, msg[:n-1]...)
+	if n > 2 {
+		b = append(b, ',')
+	}
+	b = append(b, `"seq":`...)
+	b = append(b, d...)
+	return append(b, '}')
+}
+
+// deferOne is sendOne for a critical frame that may wait to share a write
+// (an ack); scratch is reused by the caller and returned grown.
+func (l *link) deferOne(scratch, msg []byte) []byte {
+	scratch = l.appendSeqFrame(scratch[:0], msg)
+	if l.ws.Defer(scratch) == wsepoll.Overflow {
+		l.close(control.CloseSlowConsumer, "send queue overflow", "slow_consumer")
+	}
+	return scratch
 }
 
 func newFrame(payload []byte) []byte { return wsepoll.Frame(payload) }
@@ -129,7 +162,7 @@ func (l *link) markClosing(code int, reason string) bool {
 func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 	s := l.srv
 	l.mu.Lock()
-	closing, sid := l.closing, l.sid
+	closing, sid, uid := l.closing, l.sid, l.uid
 	l.mu.Unlock()
 	if closing {
 		return
@@ -142,6 +175,14 @@ func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 	if !l.allow(now) {
 		l.close(control.CloseRateLimited, "rate limit exceeded", "rate_limited")
 		return
+	}
+	if sid != "" {
+		// Votes are the hot path: read in place, relayed typed.
+		if v, ok := control.ParseVote(data); ok {
+			s.metrics.in(control.TypeVote)
+			s.up.addVote(sid, uid, v.Poll, v.Choice, v.ID)
+			return
+		}
 	}
 	msg, err := control.DecodeClient(data)
 	if err != nil {
@@ -166,13 +207,14 @@ func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 		l.close(control.CloseProtocolError, "hello sent twice", "protocol")
 		return
 	}
-	s.metrics.messagesIn.WithLabelValues(msg.Type).Inc()
+	s.metrics.in(msg.Type)
 	if msg.Resume != nil && s.resume(l, msg.Resume, now) {
 		return // recovered: the application has nothing to re-send
 	}
-	l.mu.Lock()
-	uid := l.uid
-	l.mu.Unlock()
+	if v := msg.Vote; v != nil {
+		s.up.addVote(sid, uid, []byte(v.Poll), v.Choice, []byte(v.ID))
+		return
+	}
 	s.up.add(groups.ClientMessage(s.cfg.ID, sid, uid, msg.Type, data))
 }
 

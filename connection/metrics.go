@@ -1,6 +1,10 @@
 package connection
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/backchannel/backchannel/internal/control"
+)
 
 type metrics struct {
 	links       prometheus.Gauge
@@ -14,6 +18,18 @@ type metrics struct {
 	resumes     *prometheus.CounterVec
 	replayed    prometheus.Counter
 	reannounced prometheus.Counter
+	votesUp     prometheus.Counter
+	linkSends   prometheus.Counter
+	inByType    map[string]prometheus.Counter // messagesIn of the known types, looked up once
+}
+
+// in counts one accepted client frame of type t.
+func (m *metrics) in(t string) {
+	if c, ok := m.inByType[t]; ok {
+		c.Inc()
+		return
+	}
+	m.messagesIn.WithLabelValues(t).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,8 +67,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reannounced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_connection_reannounced_total", Help: "Links re-announced upward after bus resets.",
 		}),
+		votesUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_connection_votes_relayed_total", Help: "Votes relayed to the application tier (in binary vote batches).",
+		}),
+		linkSends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_connection_link_sends_total", Help: "Messages to single links (acks, errors, state) handed to their links.",
+		}),
+		inByType: map[string]prometheus.Counter{},
 	}
-	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced} {
+	for _, t := range []string{control.TypeHello, control.TypeWatch, control.TypeTelemetry, control.TypeVote, control.TypeResume} {
+		m.inByType[t] = m.messagesIn.WithLabelValues(t)
+	}
+	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced, m.votesUp, m.linkSends} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -56,10 +56,13 @@ type Config struct {
 	WriteTimeout time.Duration // a link whose socket takes nothing for this long is dropped (10 s)
 	PingInterval time.Duration // keepalive: ping links silent this long, drop them if no pong within as long again (25 s)
 	FlushDelay   time.Duration // longest wait before relaying client messages upward (20 ms)
-	HistorySize  int           // group messages kept per group for resume (128)
-	HistoryTTL   time.Duration // how long a group message is kept for resume (2 min)
-	DrainWindow  time.Duration // Shutdown spreads its links' closes over this long (5 s)
-	FanoutShard  int           // group sends to more links than this are written by several goroutines (2048)
+	// ReplyDelay is the longest an acknowledgement waits for other frames
+	// to the same link, so that they share one write (250 ms).
+	ReplyDelay  time.Duration
+	HistorySize int           // group messages kept per group for resume (128)
+	HistoryTTL  time.Duration // how long a group message is kept for resume (2 min)
+	DrainWindow time.Duration // Shutdown spreads its links' closes over this long (5 s)
+	FanoutShard int           // group sends to more links than this are written by several goroutines (2048)
 }
 
 // closeServiceRestart (RFC 6455 1012) tells a client that this server is
@@ -144,6 +147,7 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.WriteTimeout, 10*time.Second)
 	setDefault(&cfg.PingInterval, 25*time.Second)
 	setDefault(&cfg.FlushDelay, 20*time.Millisecond)
+	setDefault(&cfg.ReplyDelay, 250*time.Millisecond)
 	if cfg.QueueHard < cfg.QueueSoft {
 		cfg.QueueHard = cfg.QueueSoft
 	}
@@ -290,6 +294,7 @@ func (s *Server) start() error {
 				QueueSoft:    s.cfg.QueueSoft,
 				QueueHard:    s.cfg.QueueHard,
 				WriteTimeout: s.cfg.WriteTimeout,
+				DeferDelay:   s.cfg.ReplyDelay,
 				Logger:       s.log,
 			})
 			if s.startErr != nil {
@@ -635,6 +640,10 @@ func (s *Server) reannounce() int {
 // have it redelivered forever.
 func (s *Server) handleDown(_ context.Context, batch []bus.Message) error {
 	for _, bm := range batch {
+		if groups.IsBatch(bm.Data) {
+			s.applySends(bm)
+			continue
+		}
 		m, err := groups.DecodeMirror(bm.Data)
 		if err != nil {
 			s.metrics.busErrors.Inc()
@@ -644,6 +653,50 @@ func (s *Server) handleDown(_ context.Context, batch []bus.Message) error {
 		s.applyDown(m)
 	}
 	return nil
+}
+
+// sendScratch is what applySends reuses from one batch to the next.
+type sendScratch struct {
+	refs  []groups.SendRef
+	links []*link
+	frame []byte
+}
+
+var sendScratchPool = sync.Pool{New: func() any { return new(sendScratch) }}
+
+// applySends delivers an OpSends batch (a commit's acks): links are looked
+// up under one lock for the whole batch, and each frame is built in place
+// with its link's seq.
+func (s *Server) applySends(bm bus.Message) {
+	sc := sendScratchPool.Get().(*sendScratch)
+	defer sendScratchPool.Put(sc)
+	var err error
+	sc.refs, err = groups.DecodeSends(bm.Data, sc.refs[:0])
+	if err != nil {
+		s.metrics.busErrors.Inc()
+		s.log.Warn("skipping a bad downward batch", "id", bm.ID, "err", err)
+		return
+	}
+	sc.links = sc.links[:0]
+	s.mu.Lock()
+	for _, r := range sc.refs {
+		sc.links = append(sc.links, s.bySid[string(r.Link)])
+	}
+	s.mu.Unlock()
+	for i, r := range sc.refs {
+		l := sc.links[i]
+		if l == nil {
+			continue
+		}
+		if r.Wait {
+			sc.frame = l.deferOne(sc.frame, r.Payload)
+		} else {
+			l.sendOne(r.Payload, r.Critical)
+		}
+	}
+	s.metrics.linkSends.Add(float64(len(sc.refs)))
+	clear(sc.links)
+	clear(sc.refs)
 }
 
 func (s *Server) linkBySid(sid string) *link {

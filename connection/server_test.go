@@ -539,7 +539,11 @@ func TestClientMessagesGoUpInBatches(t *testing.T) {
 	}
 	c.send(`{"t":"watch","stream":"demo"}`)
 	c.send(`{"t":"vote","poll":"p1","choice":1,"id":"v1"}`)
-	h.waitUp(func(m groups.Mirror) bool { return m.Op == groups.OpClientMessage && m.Type == "vote" })
+	// Votes go up typed, in a binary batch, behind what came before them.
+	vote := h.waitUp(func(m groups.Mirror) bool { return m.Op == groups.OpVotes })
+	if len(vote.Votes) != 1 || vote.Conn != "c1" || vote.Votes[0] != (groups.ClientVote{Link: sid, UID: vote.Votes[0].UID, Poll: "p1", Choice: 1, ID: "v1"}) || vote.Votes[0].UID == "" {
+		t.Fatalf("relayed vote %+v", vote)
+	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("relay took %v", d)
 	}

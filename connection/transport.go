@@ -27,6 +27,9 @@ type wsConn interface {
 	// Send writes one complete frame (wsepoll.Frame) or queues it; see
 	// wsepoll.Conn.Send for key and critical.
 	Send(frame []byte, key string, critical bool) wsepoll.SendResult
+	// Defer sends a critical frame that may wait a little to share a write
+	// with the next one (wsepoll.Conn.Defer); frame is copied.
+	Defer(frame []byte) wsepoll.SendResult
 	Ping()
 	// Close starts the close handshake without waiting for it.
 	Close(code int, reason string)
@@ -151,6 +154,11 @@ func (c *coderConn) Send(frame []byte, key string, critical bool) wsepoll.SendRe
 		go c.flush()
 	}
 	return wsepoll.Queued
+}
+
+// Defer sends at once: the writer goroutine batches nothing anyway.
+func (c *coderConn) Defer(frame []byte) wsepoll.SendResult {
+	return c.Send(append([]byte(nil), frame...), "", true)
 }
 
 func (c *coderConn) flush() {

@@ -13,20 +13,29 @@ import (
 // scheduled when the first message of a batch arrives, so an idle server has
 // no timer and no goroutine, and no message waits longer than FlushDelay
 // (plus bus time) unless the bus fails.
+//
+// Votes, the bulk of what goes up, are not mirror messages of their own:
+// consecutive votes share one binary OpVotes message, which keeps its place
+// among the others (a link's open and watch go up before its votes).
 type upward struct {
 	s       *Server
 	flushMu sync.Mutex // one flush at a time keeps the order
 	mu      sync.Mutex
-	pending [][]byte
+	pending [][]byte          // encoded messages, in order
+	votes   *groups.VoteBatch // the batch being filled, after pending
+	nvotes  int               // votes in pending batches and in votes
+	lastLen int               // bytes of the last vote batch, to size the next
 	timer   *time.Timer
 	stopped bool
 }
 
-// Batches larger than this are flushed at once; pending messages beyond
+// Batches larger than these are flushed at once; pending messages beyond
 // maxPending (the bus is failing) drop the oldest.
 const (
-	maxUpBatch = 512
-	maxPending = 100_000
+	maxUpBatch   = 512
+	maxUpVotes   = 4096
+	maxPending   = 100_000
+	voteSizeHint = 64
 )
 
 func newUpward(s *Server) *upward { return &upward{s: s} }
@@ -38,13 +47,45 @@ func (u *upward) add(m groups.Mirror) {
 	if u.stopped {
 		return
 	}
+	u.closeVotesLocked()
 	u.pending = append(u.pending, b)
 	if over := len(u.pending) - maxPending; over > 0 {
 		u.pending = u.pending[over:]
 		u.s.metrics.busErrors.Add(float64(over))
 	}
+	u.scheduleLocked(len(u.pending) >= maxUpBatch)
+}
+
+// addVote relays one vote; poll and id are copied.
+func (u *upward) addVote(link, uid string, poll []byte, choice int, id []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stopped {
+		return
+	}
+	if u.votes == nil {
+		// Sized like the last one: growing a large batch copies it.
+		u.votes = groups.NewVoteBatch(u.s.cfg.ID, max(voteSizeHint, u.lastLen/64))
+	}
+	u.votes.Add(link, uid, poll, choice, id)
+	u.nvotes++
+	u.scheduleLocked(u.nvotes >= maxUpVotes)
+}
+
+// closeVotesLocked ends the batch being filled, so that what comes next
+// is relayed after it.
+func (u *upward) closeVotesLocked() {
+	if u.votes != nil {
+		b := u.votes.Bytes()
+		u.pending = append(u.pending, b)
+		u.lastLen = len(b) + len(b)/4
+		u.votes = nil
+	}
+}
+
+func (u *upward) scheduleLocked(now bool) {
 	switch {
-	case len(u.pending) >= maxUpBatch:
+	case now:
 		if u.timer != nil {
 			u.timer.Stop()
 		}
@@ -58,8 +99,10 @@ func (u *upward) flush() {
 	u.flushMu.Lock()
 	defer u.flushMu.Unlock()
 	u.mu.Lock()
+	u.closeVotesLocked()
 	batch := u.pending
-	u.pending = nil
+	votes := u.nvotes
+	u.pending, u.nvotes = nil, 0
 	u.timer = nil
 	u.mu.Unlock()
 	if len(batch) == 0 {
@@ -73,12 +116,15 @@ func (u *upward) flush() {
 		u.mu.Lock()
 		if !u.stopped {
 			u.pending = append(batch, u.pending...)
+			u.nvotes += votes
 			if u.timer == nil {
 				u.timer = time.AfterFunc(250*time.Millisecond, u.flush)
 			}
 		}
 		u.mu.Unlock()
+		return
 	}
+	u.s.metrics.votesUp.Add(float64(votes))
 }
 
 // stop flushes what is pending, once, and prevents further flushes.
@@ -96,6 +142,6 @@ func (u *upward) stop(ctx context.Context) {
 		u.timer.Stop()
 		u.timer = nil
 	}
-	u.pending = nil
+	u.pending, u.votes = nil, nil
 	u.mu.Unlock()
 }

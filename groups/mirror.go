@@ -17,6 +17,7 @@ const (
 	OpLinkOpened    MirrorOp = "open"   // Conn, Link, UID, Facts, Attrs (conn)
 	OpLinkClosed    MirrorOp = "closed" // Conn, Link, Code, Reason
 	OpClientMessage MirrorOp = "client" // Conn, Link, UID, Type, Payload (the client frame)
+	OpVotes         MirrorOp = "votes"  // Conn, Votes: a connection server's votes of one flush (binary, see batch.go)
 
 	// Downward.
 	OpSetAttrs  MirrorOp = "attrs"    // Link, Attrs (merged; "" removes)
@@ -25,6 +26,7 @@ const (
 	OpSendLink  MirrorOp = "send"     // Link, Payload (a server message without seq), Critical
 	OpSendGroup MirrorOp = "publish"  // Group, Payload (final bytes, g/off/ep included), Critical
 	OpCloseLink MirrorOp = "close"    // Link, Code, Reason
+	OpSends     MirrorOp = "sends"    // Sends: messages to many links, such as one commit's acks (binary, see batch.go)
 )
 
 // Facts are the raw facts a connection server records about a link when it
@@ -57,6 +59,8 @@ type Mirror struct {
 	Code     int             `json:"code,omitempty"`
 	Reason   string          `json:"reason,omitempty"`
 	Payload  json.RawMessage `json:"payload,omitempty"`
+	Votes    []ClientVote    `json:"-"` // OpVotes
+	Sends    []LinkSend      `json:"-"` // OpSends
 }
 
 // LinkOpened announces a new link, its raw facts and the streams its
@@ -102,8 +106,12 @@ func CloseLink(link string, code int, reason string) Mirror {
 	return Mirror{Op: OpCloseLink, Link: link, Code: code, Reason: reason}
 }
 
-// Encode returns the wire form of m (JSON).
+// Encode returns the wire form of m: JSON, or the binary batch encoding
+// for OpVotes and OpSends.
 func (m Mirror) Encode() []byte {
+	if m.Op == OpVotes || m.Op == OpSends {
+		return m.encodeBatch()
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		// Only an invalid Payload can fail; callers build payloads with
@@ -113,11 +121,18 @@ func (m Mirror) Encode() []byte {
 	return b
 }
 
-// DecodeMirror parses and checks one mirror message.
+// DecodeMirror parses and checks one mirror message, JSON or binary batch.
+// The hot paths read batches in place instead (DecodeVotes, DecodeSends).
 func DecodeMirror(data []byte) (Mirror, error) {
+	if IsBatch(data) {
+		return decodeBatch(data)
+	}
 	var m Mirror
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Mirror{}, fmt.Errorf("mirror: %w", err)
+	}
+	if m.Op == OpVotes || m.Op == OpSends {
+		return Mirror{}, fmt.Errorf("mirror: %s messages are binary batches", m.Op)
 	}
 	return m, m.Check()
 }
@@ -158,6 +173,10 @@ func (m Mirror) Check() error {
 		return errors.Join(need(m.Group != "", "group"), need(len(m.Payload) > 0, "payload"))
 	case OpCloseLink:
 		return need(m.Link != "", "link")
+	case OpVotes:
+		return need(m.Conn != "", "conn")
+	case OpSends:
+		return nil
 	case "":
 		return errors.New("mirror: message without op")
 	}

@@ -171,6 +171,14 @@ type ClientMessage struct {
 // of the wrong JSON type, a missing required field or a value out of range
 // is an error.
 func DecodeClient(frame []byte) (ClientMessage, error) {
+	if v, ok := ParseVote(frame); ok {
+		return ClientMessage{Type: TypeVote, Vote: &Vote{Poll: string(v.Poll), Choice: v.Choice, ID: string(v.ID)}}, nil
+	}
+	return decodeClient(frame)
+}
+
+// decodeClient is DecodeClient through encoding/json, for every frame.
+func decodeClient(frame []byte) (ClientMessage, error) {
 	if len(frame) > MaxFrame {
 		return ClientMessage{}, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooBig, len(frame), MaxFrame)
 	}

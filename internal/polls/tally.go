@@ -3,6 +3,7 @@ package polls
 import (
 	"slices"
 	"sync"
+	"unique"
 
 	"github.com/backchannel/backchannel/groups"
 )
@@ -35,82 +36,98 @@ const (
 	Unchanged                // the same choice again (a resend): nothing moved
 )
 
+// numDims is len(Dimensions), as an array size.
+const numDims = 12
+
+var _ = [1]struct{}{}[len(Dimensions)-numDims] // Dimensions and numDims agree
+
+// Dims are a voter's values of the breakdown dimensions, interned: voters
+// with the same values share one handle, so a tally keeps one word per
+// vote for them, and a voter's Dims are computed once, not per vote.
+type Dims struct {
+	h unique.Handle[[numDims]string]
+}
+
+// DimsOf interns the breakdown dimensions of attrs.
+func DimsOf(attrs groups.Attrs) Dims {
+	var v [numDims]string
+	for i, d := range Dimensions {
+		v[i] = attrs[d]
+	}
+	return Dims{unique.Make(v)}
+}
+
+// Attrs returns the dimensions that have a value, as attributes.
+func (d Dims) Attrs() groups.Attrs {
+	v := d.h.Value()
+	a := make(groups.Attrs, numDims)
+	for i, val := range v {
+		if val != "" {
+			a[Dimensions[i]] = val
+		}
+	}
+	return a
+}
+
 // Tally counts one poll's votes. It keeps each user's current choice and
 // the dimension values the vote was cast with, so a changed vote leaves
-// the breakdowns exactly as a first vote for the new choice would. Values
-// are interned: a million votes cost a few tens of bytes each. A Tally is
-// safe for concurrent use.
+// the breakdowns exactly as a first vote for the new choice would. Counts
+// are kept per set of dimension values (there are few), and breakdowns by
+// one dimension are summed from them when asked for. A Tally is safe for
+// concurrent use.
 type Tally struct {
 	mu      sync.Mutex
 	n       int
 	counts  []int64
-	votes   map[string]*vote
-	values  []string          // interned dimension values
-	ids     map[string]uint32 // value → index in values
-	by      []map[uint32][]int64
+	votes   map[string]tallyVote
+	byDims  map[Dims][]int64
 	version uint64 // bumps on every change of the counts
 }
 
-type vote struct {
-	choice int
-	dims   []uint32 // aligned with Dimensions
+type tallyVote struct {
+	dims   Dims
+	choice int32
 }
 
 // NewTally returns an empty tally for a poll with n choices.
 func NewTally(n int) *Tally {
-	t := &Tally{n: n, counts: make([]int64, n), votes: make(map[string]*vote), ids: map[string]uint32{"": 0}, values: []string{""}}
-	t.by = make([]map[uint32][]int64, len(Dimensions))
-	for i := range t.by {
-		t.by[i] = make(map[uint32][]int64)
-	}
-	return t
-}
-
-func (t *Tally) intern(v string) uint32 {
-	if id, ok := t.ids[v]; ok {
-		return id
-	}
-	id := uint32(len(t.values))
-	t.values = append(t.values, v)
-	t.ids[v] = id
-	return id
+	return &Tally{n: n, counts: make([]int64, n), votes: make(map[string]tallyVote), byDims: make(map[Dims][]int64)}
 }
 
 // Apply records user's vote for choice (0-based; the caller checked its
 // range) with the voter's attributes at the time.
 func (t *Tally) Apply(user string, choice int, attrs groups.Attrs) Outcome {
+	return t.ApplyDims(user, choice, DimsOf(attrs))
+}
+
+// ApplyDims is Apply with the voter's dimensions already interned.
+func (t *Tally) ApplyDims(user string, choice int, dims Dims) Outcome {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := t.votes[user]
-	if old != nil && old.choice == choice {
+	old, had := t.votes[user]
+	if had && int(old.choice) == choice {
 		return Unchanged
 	}
-	dims := make([]uint32, len(Dimensions))
-	for i, d := range Dimensions {
-		dims[i] = t.intern(attrs[d])
-	}
 	out := Counted
-	if old != nil {
+	if had {
 		t.move(old, -1)
 		out = Changed
 	}
-	v := &vote{choice: choice, dims: dims}
+	v := tallyVote{dims: dims, choice: int32(choice)}
 	t.votes[user] = v
 	t.move(v, +1)
 	t.version++
 	return out
 }
 
-func (t *Tally) move(v *vote, delta int64) {
+func (t *Tally) move(v tallyVote, delta int64) {
 	t.counts[v.choice] += delta
-	for i, id := range v.dims {
-		c := t.by[i][id]
-		if c == nil {
-			c = make([]int64, t.n)
-			t.by[i][id] = c
-		}
-		c[v.choice] += delta
+	c := t.byDims[v.dims]
+	if c == nil {
+		c = make([]int64, t.n)
+		t.byDims[v.dims] = c
 	}
+	c[v.choice] += delta
 }
 
 // Choice returns the user's current choice.
@@ -121,7 +138,7 @@ func (t *Tally) Choice(user string) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	return v.choice, true
+	return int(v.choice), true
 }
 
 // Counts returns the votes per choice, their total and the tally's version.
@@ -152,14 +169,25 @@ func (t *Tally) Breakdown(dim string) (map[string][]int64, bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[string][]int64, len(t.by[i]))
-	for id, c := range t.by[i] {
-		var sum int64
-		for _, n := range c {
-			sum += n
+	out := make(map[string][]int64)
+	for d, c := range t.byDims {
+		val := d.h.Value()[i]
+		sum := out[val]
+		if sum == nil {
+			sum = make([]int64, t.n)
+			out[val] = sum
 		}
-		if sum > 0 {
-			out[t.values[id]] = slices.Clone(c)
+		for k, n := range c {
+			sum[k] += n
+		}
+	}
+	for val, c := range out {
+		var n int64
+		for _, x := range c {
+			n += x
+		}
+		if n == 0 {
+			delete(out, val)
 		}
 	}
 	return out, true
@@ -172,20 +200,20 @@ func (t *Tally) Each(fn func(user string, choice int, attrs groups.Attrs)) {
 	type rec struct {
 		user   string
 		choice int
-		attrs  groups.Attrs
+		dims   Dims
 	}
 	recs := make([]rec, 0, len(t.votes))
 	for u, v := range t.votes {
-		a := make(groups.Attrs, len(Dimensions))
-		for i, id := range v.dims {
-			if id != 0 {
-				a[Dimensions[i]] = t.values[id]
-			}
-		}
-		recs = append(recs, rec{u, v.choice, a})
+		recs = append(recs, rec{u, int(v.choice), v.dims})
 	}
 	t.mu.Unlock()
+	attrs := map[Dims]groups.Attrs{}
 	for _, r := range recs {
-		fn(r.user, r.choice, r.attrs)
+		a, ok := attrs[r.dims]
+		if !ok {
+			a = r.dims.Attrs()
+			attrs[r.dims] = a
+		}
+		fn(r.user, r.choice, a)
 	}
 }

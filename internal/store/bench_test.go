@@ -21,7 +21,7 @@ func BenchmarkFileSaveVotes(b *testing.B) {
 		"device": "mobile", "os": "android", "browser": "chrome", "lang": "pt", "edge": "e1", "conn": "c1"}
 	batch := make([]store.Vote, 2000)
 	for i := range batch {
-		batch[i] = store.Vote{Poll: "pabcdefghijklmnop", User: fmt.Sprintf("anon-%026d", i), Choice: i % 4, Attrs: attrs}
+		batch[i] = store.Vote{Poll: "pabcdefghijklmnop", User: fmt.Sprintf("anon-%026d", i), Choice: i % 4, Attrs: attrs, AttrsKey: "voters-like-this"}
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -21,6 +21,10 @@ type Vote struct {
 	User   string       `json:"u"`
 	Choice int          `json:"c"`
 	Attrs  groups.Attrs `json:"a,omitempty"`
+	// AttrsKey, when not nil, is a comparable value that votes with equal
+	// Attrs share (a voter's interned dimensions): a store may then write
+	// those attributes once and refer to them, as the file log does.
+	AttrsKey any `json:"-"`
 }
 
 // Store is durable state. Implementations are safe for concurrent use.

@@ -34,28 +34,51 @@ type File struct {
 	docs  map[string]map[string][]byte // kind → id → doc
 	votes map[string]map[string]Vote   // poll → user → vote
 
-	wmu     sync.Mutex
-	f       *os.File
-	pending []pendingWrite
-	wake    chan struct{}
-	done    chan struct{}
-	closed  bool
-	stopped chan struct{}
+	// Writers append encoded records to pending and wait on their channel
+	// in waiters; the committer swaps pending with spare, writes, fsyncs
+	// and answers them all.
+	wmu      sync.Mutex
+	f        logFile
+	size     int64 // bytes of the log known to be synced
+	broken   error // set when a failed write could not be undone
+	pending  []byte
+	spare    []byte
+	waiters  []chan error
+	dimsIDs  map[any]uint64 // Vote.AttrsKey → id of the dims record written for it
+	nextDims uint64
+	wake     chan struct{}
+	done     chan struct{}
+	closed   bool
+	stopped  chan struct{}
 }
 
-type pendingWrite struct {
-	data []byte
-	errc chan error
+// logFile is what the committer needs of the log (a test fails writes).
+type logFile interface {
+	io.WriteCloser
+	Sync() error
+	Truncate(size int64) error
 }
 
 // record is one line of the log.
 type record struct {
-	Op   string          `json:"op"` // put, del, vote, dropvotes
-	Kind string          `json:"k,omitempty"`
-	ID   string          `json:"id,omitempty"`
-	Doc  json.RawMessage `json:"d,omitempty"`
-	Raw  []byte          `json:"r,omitempty"` // a document that is not JSON
-	Vote *Vote           `json:"v,omitempty"`
+	Op    string          `json:"op"` // put, del, vote, dims, dropvotes
+	Kind  string          `json:"k,omitempty"`
+	ID    string          `json:"id,omitempty"`
+	Doc   json.RawMessage `json:"d,omitempty"`
+	Raw   []byte          `json:"r,omitempty"` // a document that is not JSON
+	Vote  *fileVote       `json:"v,omitempty"`
+	Attrs groups.Attrs    `json:"a,omitempty"` // dims: the attributes that votes refer to by ID
+}
+
+// fileVote is a vote as the log holds it: with its attributes, or with
+// the id of a dims record that holds them (written once for every vote
+// with the same AttrsKey).
+type fileVote struct {
+	Poll   string       `json:"p"`
+	User   string       `json:"u"`
+	Choice int          `json:"c"`
+	Attrs  groups.Attrs `json:"a,omitempty"`
+	Dims   uint64       `json:"d,omitempty"`
 }
 
 const logName = "state.log"
@@ -69,6 +92,7 @@ func OpenFile(dir string, logger *slog.Logger) (*File, error) {
 		log:     logger.With("component", "store"),
 		docs:    make(map[string]map[string][]byte),
 		votes:   make(map[string]map[string]Vote),
+		dimsIDs: make(map[any]uint64),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -90,10 +114,16 @@ func OpenFile(dir string, logger *slog.Logger) (*File, error) {
 			return nil, err
 		}
 	}
-	s.f, err = os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.f, s.size = f, st.Size()
 	go s.committer()
 	return s, nil
 }
@@ -109,6 +139,7 @@ func (s *File) replay() (int, error) {
 	r := bufio.NewReaderSize(f, 1<<16)
 	var good int64
 	n := 0
+	dims := map[uint64]groups.Attrs{}
 	for {
 		line, err := r.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
@@ -127,7 +158,23 @@ func (s *File) replay() (int, error) {
 		if err := json.Unmarshal(line, &rec); err != nil {
 			return 0, fmt.Errorf("store: %s is corrupt at byte %d: %v", s.path, good, err)
 		}
-		s.apply(rec)
+		switch {
+		case rec.Op == "dims":
+			id, _ := strconv.ParseUint(rec.ID, 10, 64)
+			dims[id] = rec.Attrs
+			s.nextDims = max(s.nextDims, id+1)
+		case rec.Op == "vote" && rec.Vote != nil && rec.Vote.Dims != 0:
+			a, ok := dims[rec.Vote.Dims]
+			if !ok {
+				// Only a failed write can leave a vote whose dims record
+				// did not reach the disk: keep the vote, without them.
+				s.log.Warn("a vote refers to unknown attributes", "dims", rec.Vote.Dims)
+			}
+			rec.Vote.Attrs = a
+			s.apply(rec)
+		default:
+			s.apply(rec)
+		}
 		good += int64(len(line))
 		n++
 	}
@@ -150,16 +197,21 @@ func (s *File) apply(rec record) {
 		delete(s.docs[rec.Kind], rec.ID)
 	case "vote":
 		if v := rec.Vote; v != nil {
-			m := s.votes[v.Poll]
-			if m == nil {
-				m = make(map[string]Vote)
-				s.votes[v.Poll] = m
-			}
-			m[v.User] = *v
+			s.applyVote(Vote{Poll: v.Poll, User: v.User, Choice: v.Choice, Attrs: v.Attrs})
 		}
 	case "dropvotes":
 		delete(s.votes, rec.ID)
 	}
+}
+
+func (s *File) applyVote(v Vote) {
+	m := s.votes[v.Poll]
+	if m == nil {
+		m = make(map[string]Vote)
+		s.votes[v.Poll] = m
+	}
+	v.AttrsKey = nil
+	m[v.User] = v
 }
 
 func (s *File) liveRecords() int {
@@ -186,11 +238,27 @@ func (s *File) compact() error {
 			w.Write(encodeRecord(putRecord(kind, id, doc)))
 		}
 	}
+	// Votes with equal attributes share one dims record again.
+	dims := map[string]uint64{}
+	var line []byte
 	for _, m := range s.votes {
 		for _, v := range m {
-			w.Write(encodeRecord(record{Op: "vote", Vote: &v}))
+			var id uint64
+			if len(v.Attrs) > 0 {
+				key := string(appendAttrs(nil, v.Attrs))
+				var ok bool
+				if id, ok = dims[key]; !ok {
+					id = uint64(len(dims) + 1)
+					dims[key] = id
+					w.Write(appendDimsRecord(line[:0], id, v.Attrs))
+				}
+			}
+			line = appendVoteRecord(line[:0], &v, id)
+			w.Write(line)
 		}
 	}
+	// Ids given out from now on must not meet the rewritten ones.
+	s.nextDims = max(s.nextDims, uint64(len(dims)))
 	err = errors.Join(w.Flush(), f.Sync(), f.Close())
 	if err == nil {
 		err = os.Rename(tmp, s.path)
@@ -224,7 +292,12 @@ func encodeRecord(r record) []byte {
 
 // write appends records to the log and waits for their fsync.
 func (s *File) write(ctx context.Context, data []byte) error {
-	errc := make(chan error, 1)
+	return s.writeWith(ctx, func(b []byte) []byte { return append(b, data...) })
+}
+
+// writeWith has encode append records to the pending log data (under the
+// lock that orders them) and waits for their fsync.
+func (s *File) writeWith(ctx context.Context, encode func([]byte) []byte) error {
 	s.wmu.Lock()
 	if s.closed {
 		s.wmu.Unlock()
@@ -234,7 +307,13 @@ func (s *File) write(ctx context.Context, data []byte) error {
 		s.wmu.Unlock()
 		return nil
 	}
-	s.pending = append(s.pending, pendingWrite{data: data, errc: errc})
+	if s.broken != nil {
+		s.wmu.Unlock()
+		return s.broken
+	}
+	errc := make(chan error, 1)
+	s.pending = encode(s.pending)
+	s.waiters = append(s.waiters, errc)
 	s.wmu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -250,41 +329,65 @@ func (s *File) write(ctx context.Context, data []byte) error {
 
 func (s *File) committer() {
 	defer close(s.stopped)
-	var buf []byte
 	for {
 		select {
 		case <-s.wake:
 		case <-s.done:
-			s.flush(&buf) // what was accepted before Close
+			s.flush() // what was accepted before Close
 			return
 		}
-		s.flush(&buf)
+		s.flush()
 	}
 }
 
-func (s *File) flush(buf *[]byte) {
+func (s *File) flush() {
 	s.wmu.Lock()
-	batch := s.pending
-	s.pending = nil
+	b, waiters := s.pending, s.waiters
+	s.pending, s.waiters = s.spare[:0], nil
 	s.wmu.Unlock()
-	if len(batch) == 0 {
+	if len(waiters) == 0 {
 		return
 	}
-	b := (*buf)[:0]
-	for _, p := range batch {
-		b = append(b, p.data...)
-	}
-	*buf = b
 	_, err := s.f.Write(b)
 	if err == nil {
 		err = s.f.Sync()
 	}
-	if err != nil {
+	var failed []chan error
+	if err == nil {
+		s.size += int64(len(b))
+	} else {
 		err = fmt.Errorf("store: writing %s: %w", s.path, err)
 		s.log.Error("durable write failed", "err", err)
+		// Cut what may have reached the file away, so that a retry
+		// appends after the last synced record and not after a torn one.
+		terr := s.f.Truncate(s.size)
+		if terr == nil {
+			terr = s.f.Sync()
+		}
+		s.wmu.Lock()
+		if terr != nil {
+			s.broken = fmt.Errorf("store: %s cannot be written after a failed write: %w", s.path, terr)
+			s.log.Error("store is unusable", "err", s.broken)
+		}
+		// The dims records of what failed are not on disk: they are
+		// written again for the votes that follow. Records encoded
+		// since may refer to them, so they fail too, and are retried
+		// (re-encoded) by their writers.
+		clear(s.dimsIDs)
+		failed = s.waiters
+		s.pending, s.waiters = s.pending[:0], nil
+		s.wmu.Unlock()
 	}
-	for _, p := range batch {
-		p.errc <- err
+	s.wmu.Lock()
+	if cap(b) <= 64<<20 {
+		s.spare = b[:0]
+	}
+	s.wmu.Unlock()
+	for _, c := range waiters {
+		c <- err
+	}
+	for _, c := range failed {
+		c <- err
 	}
 }
 
@@ -327,65 +430,98 @@ func (s *File) SaveVotes(ctx context.Context, votes []Vote) error {
 	if len(votes) == 0 {
 		return nil
 	}
-	b := make([]byte, 0, len(votes)*256)
-	for i := range votes {
-		b = appendVoteRecord(b, &votes[i])
-	}
-	if err := s.write(ctx, b); err != nil {
+	err := s.writeWith(ctx, func(b []byte) []byte {
+		for i := range votes {
+			v := &votes[i]
+			var id uint64
+			if v.AttrsKey != nil && len(v.Attrs) > 0 {
+				var ok bool
+				if id, ok = s.dimsIDs[v.AttrsKey]; !ok {
+					s.nextDims++
+					id = s.nextDims
+					s.dimsIDs[v.AttrsKey] = id
+					b = appendDimsRecord(b, id, v.Attrs)
+				}
+			}
+			b = appendVoteRecord(b, v, id)
+		}
+		return b
+	})
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	for i := range votes {
-		s.apply(record{Op: "vote", Vote: &votes[i]})
+		s.applyVote(votes[i])
 	}
 	s.mu.Unlock()
 	return nil
 }
 
 // appendVoteRecord encodes a vote record as encodeRecord would, without
-// reflection (votes are the bulk of the log): attributes in a fixed order,
-// the built-in ones first.
-func appendVoteRecord(b []byte, v *Vote) []byte {
+// reflection (votes are the bulk of the log): with the id of its dims
+// record, or else with its attributes.
+func appendVoteRecord(b []byte, v *Vote, dims uint64) []byte {
 	b = append(b, `{"op":"vote","v":{"p":`...)
 	b = appendJSONString(b, v.Poll)
 	b = append(b, `,"u":`...)
 	b = appendJSONString(b, v.User)
 	b = append(b, `,"c":`...)
 	b = strconv.AppendInt(b, int64(v.Choice), 10)
-	if len(v.Attrs) > 0 {
-		b = append(b, `,"a":{`...)
-		first := true
-		add := func(k, val string) {
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSONString(b, val)
-		}
-		n := 0
-		for _, k := range groups.KnownAttrs {
-			if val, ok := v.Attrs[k]; ok {
-				add(k, val)
-				n++
-			}
-		}
-		if n < len(v.Attrs) {
-			var extra []string
-			for k := range v.Attrs {
-				if !slices.Contains(groups.KnownAttrs, k) {
-					extra = append(extra, k)
-				}
-			}
-			slices.Sort(extra)
-			for _, k := range extra {
-				add(k, v.Attrs[k])
-			}
-		}
-		b = append(b, '}')
+	switch {
+	case dims != 0:
+		b = append(b, `,"d":`...)
+		b = strconv.AppendUint(b, dims, 10)
+	case len(v.Attrs) > 0:
+		b = append(b, `,"a":`...)
+		b = appendAttrs(b, v.Attrs)
 	}
 	return append(b, "}}\n"...)
+}
+
+// appendDimsRecord encodes the attributes that votes refer to by id.
+func appendDimsRecord(b []byte, id uint64, attrs groups.Attrs) []byte {
+	b = append(b, `{"op":"dims","id":"`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `","a":`...)
+	b = appendAttrs(b, attrs)
+	return append(b, "}\n"...)
+}
+
+// appendAttrs encodes attributes as a JSON object in a fixed order, the
+// built-in ones first.
+func appendAttrs(b []byte, attrs groups.Attrs) []byte {
+	b = append(b, '{')
+	first := true
+	add := func(k, val string) {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, val)
+	}
+	n := 0
+	for _, k := range groups.KnownAttrs {
+		if val, ok := attrs[k]; ok {
+			add(k, val)
+			n++
+		}
+	}
+	if n < len(attrs) {
+		var extra []string
+		for k := range attrs {
+			if !slices.Contains(groups.KnownAttrs, k) {
+				extra = append(extra, k)
+			}
+		}
+		slices.Sort(extra)
+		for _, k := range extra {
+			add(k, attrs[k])
+		}
+	}
+	return append(b, '}')
 }
 
 func appendJSONString(b []byte, s string) []byte {

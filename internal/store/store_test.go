@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"fmt"
 	"unicode/utf8"
 
 	"github.com/backchannel/backchannel/groups"
@@ -151,4 +152,78 @@ func FuzzVoteRecord(f *testing.F) {
 			t.Fatalf("got %+v, want %+v", got, in)
 		}
 	})
+}
+
+// Votes that share an AttrsKey share one dims record in the log; their
+// attributes come back after a restart and after compaction.
+func TestFileWritesSharedAttributesOnce(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	br := groups.Attrs{"country": "BR", "device": "mobile"}
+	de := groups.Attrs{"country": "DE"}
+	var votes []store.Vote
+	for i := range 600 {
+		a, key := br, "br"
+		if i%3 == 0 {
+			a, key = de, "de"
+		}
+		votes = append(votes, store.Vote{Poll: "p", User: fmt.Sprintf("u%d", i%300), Choice: i % 2, Attrs: a, AttrsKey: key})
+	}
+	if err := s.SaveVotes(ctx, votes[:300]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveVotes(ctx, votes[300:]); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	log, _ := os.ReadFile(filepath.Join(dir, "state.log"))
+	if n := strings.Count(string(log), `"op":"dims"`); n != 2 {
+		t.Fatalf("%d dims records, want 2", n)
+	}
+	if n := strings.Count(string(log), `"BR"`); n != 1 {
+		t.Fatalf("BR written %d times", n)
+	}
+	check := func() {
+		t.Helper()
+		s, err := store.OpenFile(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		got := map[string]store.Vote{}
+		s.Votes(ctx, "p", func(v store.Vote) { got[v.User] = v })
+		if len(got) != 300 {
+			t.Fatalf("%d votes", len(got))
+		}
+		for i := range 300 {
+			want := votes[300+i]
+			v := got[want.User]
+			if v.Choice != want.Choice || v.Attrs["country"] != want.Attrs["country"] || v.Attrs["device"] != want.Attrs["device"] {
+				t.Fatalf("%s: %+v, want %+v", want.User, v, want)
+			}
+		}
+		// New votes after a restart refer to new ids, never to old ones.
+		if err := s.SaveVotes(ctx, []store.Vote{{Poll: "q", User: "x", Choice: 1, Attrs: groups.Attrs{"country": "FR"}, AttrsKey: "fr"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check() // replay
+	// Superseded votes make the log worth compacting at the next open.
+	s, _ = store.OpenFile(dir, nil)
+	for range 4 {
+		s.SaveVotes(ctx, votes)
+	}
+	s.Close()
+	check() // compacts, then replays the compacted log
+	s, _ = store.OpenFile(dir, nil)
+	defer s.Close()
+	var fr []store.Vote
+	s.Votes(ctx, "q", func(v store.Vote) { fr = append(fr, v) })
+	if len(fr) != 1 || fr[0].Attrs["country"] != "FR" {
+		t.Fatalf("q votes %+v", fr)
+	}
 }

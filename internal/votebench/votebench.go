@@ -1,74 +1,132 @@
-// Package votebench drives the vote path end to end for the benchmark: it
-// creates polls through the REST API, opens one WebSocket control link per
-// voter (each its own anonymous identity, from several loopback source
-// addresses), has every voter vote in every poll — each vote its own frame,
-// paced under the connection server's per-link rate limit — follows every
-// poll's live results stream, and checks that the tallies the API reports
-// equal what was sent.
+// Package votebench drives the vote path end to end for the benchmark. The
+// coordinator (Run) creates polls through the REST API, measures each poll's
+// delivery to every link, follows every poll's live results stream as a
+// broadcaster would, and checks at the end that the tallies the API reports
+// equal what was sent. The voters live in worker processes of their own
+// (RunWorker), each holding its share of the links as bare non-blocking
+// sockets read by one epoll goroutine: every voter has its own link and
+// anonymous identity, dialled from several loopback source addresses, and
+// every vote is its own frame and its own write on its voter's link.
 package votebench
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/backchannel/backchannel/internal/loadgen"
 )
 
-// Config of one run.
+// Config of one run. Zero values take the defaults in comments.
 type Config struct {
 	URL       string        // base URL of the node (http://127.0.0.1:8080)
 	APIKey    string        // operator or broadcaster key
-	Stream    string        // stream the polls are for (default "bench")
+	Stream    string        // stream the polls are for ("bench")
 	Polls     int           // concurrent polls (10)
 	Voters    int           // voters, each on its own link and identity (15000)
 	Choices   int           // choices per poll (4)
-	VoteEvery time.Duration // pause between one voter's votes (60 ms: under 20 frames/s per link)
+	VoteEvery time.Duration // pause between one voter's votes (60 ms; under the 20 frames/s per-link limit)
 	Sources   []string      // local addresses to dial from (127.0.0.1..4)
-	Dialers   int           // links opened in parallel (256)
+	// Workers is the number of worker processes holding the links (Exe
+	// run as `votebench worker`); 0 runs one worker inside this process.
+	Workers   int
+	Exe       string        // executable for worker processes (os.Executable)
+	Dialers   int           // links each worker opens in parallel (32)
+	ServerPID int           // process whose CPU is reported as the server's (0: the one listening on URL's port, if found)
+	AckWait   time.Duration // how long to wait for acks after the last vote (60 s)
+	Seed      uint64        // choices, orders and phases derive from it (random)
 	Log       func(format string, args ...any)
+}
+
+// Dist summarizes latencies in ms.
+type Dist struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
 }
 
 // Report is what a run measured.
 type Report struct {
-	Voters, Polls   int
-	VotesSent       int64
-	Acks            int64
-	Errors          int64
-	ConnectSeconds  float64
-	VoteSeconds     float64 // first vote sent → last ack received
-	VotesPerSecond  float64
-	LatencyP50MS    float64 // vote sent → visible in the broadcaster's live results
-	LatencyP99MS    float64
-	LatencySamples  int
-	TalliesExact    bool
-	TallyMismatches []string
+	Voters         int     `json:"voters"`
+	Polls          int     `json:"polls"`
+	Workers        int     `json:"workers"`
+	ConnectSeconds float64 `json:"connect_s"`
+	ConnectErrors  int     `json:"connect_errors"`
+
+	// Poll delivery: each poll is one round, created through the API while
+	// every link waits for it; latency is POST → the poll frame read by
+	// the link.
+	PollDelivery       Dist    `json:"poll_delivery"`
+	PollRoundP99Median float64 `json:"poll_round_p99_median_ms"`
+
+	VotesSent      int64   `json:"votes_sent"`
+	Acks           int64   `json:"acks"`
+	Errors         int64   `json:"errors"` // refusals and links lost
+	DupAcks        int64   `json:"dup_acks"`
+	LinksLost      int64   `json:"links_lost"`
+	SendSeconds    float64 `json:"send_s"` // first vote sent → last vote sent
+	VoteSeconds    float64 `json:"vote_s"` // first vote sent → last ack received
+	VotesPerSecond float64 `json:"votes_per_s"`
+	Ack            Dist    `json:"ack"` // vote sent → its ack read
+	// Vote sent → visible in the broadcaster's live results (the n-th vote
+	// sent for a poll is paired with the first live event whose total
+	// reaches n).
+	Latency        Dist    `json:"live_results"`
+	LatencyP50MS   float64 `json:"-"`
+	LatencyP99MS   float64 `json:"-"`
+	LatencySamples int     `json:"-"`
+	LiveEvents     int     `json:"live_events"`
+	ResultsFrames  int64   `json:"audience_results_frames"` // results frames the links read during the vote
+	FramesPerRead  float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
+
+	ServerCPUSeconds   float64 `json:"server_cpu_s,omitempty"` // during the vote phase
+	ServerCPUPerVoteUS float64 `json:"server_cpu_per_vote_us,omitempty"`
+	DriverCPUSeconds   float64 `json:"driver_cpu_s"`
+	DriverCPUPerVoteUS float64 `json:"driver_cpu_per_vote_us"`
+	LoadAverage        string  `json:"load_average"`
+
+	TalliesExact    bool     `json:"tallies_exact"`
+	TallyMismatches []string `json:"tally_mismatches,omitempty"`
+	FirstError      string   `json:"first_error,omitempty"`
 }
 
-func (c *Config) defaults() {
+func (c *Config) defaults() error {
 	if c.Stream == "" {
 		c.Stream = "bench"
 	}
 	if c.Polls <= 0 {
 		c.Polls = 10
 	}
+	if c.Polls > 1000 {
+		return errors.New("votebench: at most 1000 polls")
+	}
 	if c.Voters <= 0 {
 		c.Voters = 15000
 	}
 	if c.Choices < 2 {
 		c.Choices = 4
+	}
+	if c.Choices > 10 {
+		return errors.New("votebench: at most 10 choices")
 	}
 	if c.VoteEvery <= 0 {
 		c.VoteEvery = 60 * time.Millisecond
@@ -77,149 +135,356 @@ func (c *Config) defaults() {
 		c.Sources = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
 	}
 	if c.Dialers <= 0 {
-		c.Dialers = 256
+		c.Dialers = 32
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64() | 1
 	}
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
 	}
+	if c.Workers > 0 && c.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.Exe = exe
+	}
+	return nil
 }
 
-type voter struct {
-	ws   *websocket.Conn
-	acks atomic.Int64
+// workerConn is the coordinator's end of one worker.
+type workerConn struct {
+	pid     int // 0 for the in-process worker
+	in      io.WriteCloser
+	replies chan reply
+	first   int
+	n       int
+	wait    func()
+}
+
+func (w *workerConn) send(c command) error {
+	b, _ := json.Marshal(c)
+	_, err := w.in.Write(append(b, '\n'))
+	return err
+}
+
+func (w *workerConn) await(op string, timeout time.Duration) (reply, error) {
+	select {
+	case r, ok := <-w.replies:
+		if !ok {
+			return reply{}, errors.New("votebench: worker exited")
+		}
+		if r.Op != op {
+			return r, fmt.Errorf("votebench: worker answered %s (%s), want %s", r.Op, r.FirstError, op)
+		}
+		return r, nil
+	case <-time.After(timeout):
+		return reply{}, fmt.Errorf("votebench: worker did not answer %s within %v", op, timeout)
+	}
+}
+
+func readReplies(r io.Reader, ch chan<- reply) {
+	defer close(ch)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		var rep reply
+		if json.Unmarshal(sc.Bytes(), &rep) == nil {
+			ch <- rep
+		}
+	}
+}
+
+func startWorkers(cfg Config) ([]*workerConn, error) {
+	n := max(1, cfg.Workers)
+	var ws []*workerConn
+	first := 0
+	for i := range n {
+		count := cfg.Voters / n
+		if i < cfg.Voters%n {
+			count++
+		}
+		w := &workerConn{first: first, n: count, replies: make(chan reply, 4)}
+		first += count
+		if cfg.Workers == 0 {
+			cmdR, cmdW := io.Pipe()
+			repR, repW := io.Pipe()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = RunWorker(cmdR, repW)
+				repW.Close()
+			}()
+			w.in = cmdW
+			w.wait = func() { <-done }
+			go readReplies(repR, w.replies)
+		} else {
+			cmd := exec.Command(cfg.Exe, "votebench", "worker")
+			cmd.Stderr = os.Stderr
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				return ws, err
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return ws, err
+			}
+			if err := cmd.Start(); err != nil {
+				return ws, err
+			}
+			w.pid, w.in = cmd.Process.Pid, in
+			w.wait = func() {
+				done := make(chan struct{})
+				go func() { cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+					<-done
+				}
+			}
+			go readReplies(out, w.replies)
+		}
+		ws = append(ws, w)
+	}
+	return ws, nil
 }
 
 // Run performs one benchmark run.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	cfg.defaults()
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	raiseFileLimit()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ids := make([]string, cfg.Polls)
-	for i := range ids {
-		choices := make([]string, cfg.Choices)
-		for j := range choices {
-			choices[j] = fmt.Sprintf("choice %d", j)
+	rep := &Report{Voters: cfg.Voters, Polls: cfg.Polls, Workers: cfg.Workers}
+	if cfg.ServerPID == 0 {
+		if u, err := url.Parse(cfg.URL); err == nil {
+			if port, err := strconv.Atoi(u.Port()); err == nil {
+				cfg.ServerPID, _ = loadgen.ListenerPID(port)
+			}
 		}
+	}
+	if cfg.ServerPID == os.Getpid() {
+		cfg.ServerPID = 0 // an in-process server: its CPU is not separable from the driver's
+	}
+	workers, err := startWorkers(cfg)
+	defer func() {
+		for _, w := range workers {
+			w.in.Close()
+		}
+		for _, w := range workers {
+			w.wait()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+
+	// Links first: every voter its own link and identity.
+	start := time.Now()
+	wsURL := "ws" + strings.TrimPrefix(cfg.URL, "http") + "/ws"
+	for _, w := range workers {
+		if err := w.send(command{Op: "connect", URL: wsURL, First: w.first, N: w.n, Sources: cfg.Sources, Stream: cfg.Stream, Dialers: cfg.Dialers}); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range workers {
+		r, err := w.await("connected", 15*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		rep.ConnectErrors += r.Errors
+		if r.FirstError != "" && rep.FirstError == "" {
+			rep.FirstError = r.FirstError
+		}
+	}
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	cfg.Log("%d links open in %.1f s (%d failed)", cfg.Voters-rep.ConnectErrors, rep.ConnectSeconds, rep.ConnectErrors)
+	if rep.ConnectErrors > 0 {
+		return rep, fmt.Errorf("votebench: %d links failed to open: %s", rep.ConnectErrors, rep.FirstError)
+	}
+
+	// Polls, one round each: every link waits for the poll frame.
+	ids := make([]string, cfg.Polls)
+	var delivery []float64
+	var roundP99 []float64
+	choices := make([]string, cfg.Choices)
+	for j := range choices {
+		choices[j] = fmt.Sprintf("choice %d", j)
+	}
+	for i := range ids {
+		for _, w := range workers {
+			if err := w.send(command{Op: "expect", K: i + 1, WaitNS: int64(30 * time.Second)}); err != nil {
+				return nil, err
+			}
+		}
+		for _, w := range workers {
+			if _, err := w.await("armed", 10*time.Second); err != nil {
+				return nil, err
+			}
+		}
+		t0 := time.Now().UnixMicro()
 		var out struct{ ID string }
 		if err := apiCall(ctx, cfg, "POST", "/api/v1/polls", map[string]any{"stream": cfg.Stream, "question": fmt.Sprintf("bench poll %d", i), "choices": choices}, &out); err != nil {
 			return nil, fmt.Errorf("creating poll %d: %w", i, err)
 		}
 		ids[i] = out.ID
-	}
-	cfg.Log("created %d polls", len(ids))
-
-	// Live results streams: one per poll, as the broadcaster would follow.
-	lat := newLatency(cfg.Polls)
-	var sseWG sync.WaitGroup
-	for i, id := range ids {
-		sseWG.Add(1)
-		go func() { defer sseWG.Done(); follow(ctx, cfg, id, i, lat) }()
-	}
-
-	start := time.Now()
-	wsURL := "ws" + strings.TrimPrefix(cfg.URL, "http") + "/ws"
-	voters := make([]*voter, cfg.Voters)
-	var dialErr atomic.Value
-	var next atomic.Int64
-	var dwg sync.WaitGroup
-	for range cfg.Dialers {
-		dwg.Add(1)
-		go func() {
-			defer dwg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= cfg.Voters || ctx.Err() != nil {
-					return
-				}
-				v, err := dialVoter(ctx, wsURL, cfg.Sources[i%len(cfg.Sources)], cfg.Stream)
-				if err != nil {
-					dialErr.Store(fmt.Errorf("voter %d: %w", i, err))
-					cancel()
-					return
-				}
-				voters[i] = v
+		var round []float64
+		for _, w := range workers {
+			r, err := w.await("delivered", time.Minute)
+			if err != nil {
+				return nil, err
 			}
-		}()
+			for _, t := range r.Times {
+				round = append(round, float64(t-t0)/1000)
+			}
+		}
+		if len(round) < cfg.Voters {
+			return nil, fmt.Errorf("votebench: poll %d reached %d of %d links", i, len(round), cfg.Voters)
+		}
+		roundP99 = append(roundP99, summarize(slices.Clone(round)).P99)
+		delivery = append(delivery, round...)
 	}
-	dwg.Wait()
-	defer func() {
-		for _, v := range voters {
-			if v != nil {
-				v.ws.CloseNow()
+	rep.PollDelivery = summarize(delivery)
+	rep.PollRoundP99Median = median(roundP99)
+	cfg.Log("%d polls delivered to every link: p50 %.0f ms, p99 %.0f ms", cfg.Polls, rep.PollDelivery.P50, rep.PollDelivery.P99)
+
+	// Live results streams: one per poll, as the broadcaster follows them.
+	live := make([]*liveStream, cfg.Polls)
+	var sseWG sync.WaitGroup
+	sseCtx, sseCancel := context.WithCancel(ctx)
+	defer sseCancel()
+	for i, id := range ids {
+		live[i] = &liveStream{}
+		ready := make(chan struct{})
+		sseWG.Add(1)
+		go func() { defer sseWG.Done(); live[i].follow(sseCtx, cfg, id, ready) }()
+		select {
+		case <-ready:
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("votebench: live results of poll %s did not start", id)
+		}
+	}
+
+	// The vote phase.
+	dir, err := os.MkdirTemp("", "votebench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	startAt := time.Now().Add(300 * time.Millisecond)
+	for _, w := range workers {
+		if err := w.send(command{Op: "vote", Polls: ids, Choices: cfg.Choices, EveryNS: int64(cfg.VoteEvery), StartNS: startAt.UnixNano(),
+			Seed: cfg.Seed, WaitNS: int64(cfg.AckWait), Dir: dir}); err != nil {
+			return nil, err
+		}
+	}
+	time.Sleep(time.Until(startAt))
+	cpu0 := sampleCPU(cfg.ServerPID, workers)
+	var firstSend, lastSend, lastAck int64
+	var reads int64
+	var ackFiles, sendFiles []string
+	logDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-logDone:
+				return
+			case <-t.C:
+				cfg.Log("voting: %.1f s", time.Since(startAt).Seconds())
 			}
 		}
 	}()
-	if err, _ := dialErr.Load().(error); err != nil {
-		return nil, err
+	for _, w := range workers {
+		r, err := w.await("voted", cfg.AckWait+time.Duration(cfg.Polls)*cfg.VoteEvery+time.Minute)
+		if err != nil {
+			close(logDone)
+			return nil, err
+		}
+		rep.VotesSent += r.Sent
+		rep.Acks += r.Acked
+		rep.Errors += r.Refused + r.Lost
+		rep.DupAcks += r.DupAcks
+		rep.LinksLost += r.Lost
+		rep.ResultsFrames += r.Results
+		reads += r.Reads
+		rep.FramesPerRead += float64(r.Frames)
+		if r.FirstError != "" && rep.FirstError == "" {
+			rep.FirstError = r.FirstError
+		}
+		if firstSend == 0 || (r.FirstSend > 0 && r.FirstSend < firstSend) {
+			firstSend = r.FirstSend
+		}
+		lastSend = max(lastSend, r.LastSend)
+		lastAck = max(lastAck, r.LastAck)
+		ackFiles = append(ackFiles, r.AckFile)
+		sendFiles = append(sendFiles, r.SendFile)
 	}
-	rep := &Report{Voters: cfg.Voters, Polls: cfg.Polls, ConnectSeconds: time.Since(start).Seconds()}
-	cfg.Log("%d links open in %.1f s", cfg.Voters, rep.ConnectSeconds)
+	close(logDone)
+	cpu1 := sampleCPU(cfg.ServerPID, workers)
+	if reads > 0 {
+		rep.FramesPerRead /= float64(reads)
+	}
+	rep.SendSeconds = float64(lastSend-firstSend) / 1e9
+	if lastAck > firstSend {
+		rep.VoteSeconds = float64(lastAck-firstSend) / 1e9
+		rep.VotesPerSecond = float64(rep.Acks) / rep.VoteSeconds
+	}
+	if cfg.ServerPID != 0 {
+		rep.ServerCPUSeconds = cpu1.server - cpu0.server
+	}
+	rep.DriverCPUSeconds = cpu1.driver - cpu0.driver
+	if rep.Acks > 0 {
+		rep.ServerCPUPerVoteUS = rep.ServerCPUSeconds / float64(rep.Acks) * 1e6
+		rep.DriverCPUPerVoteUS = rep.DriverCPUSeconds / float64(rep.Acks) * 1e6
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		rep.LoadAverage = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
 
-	// Every voter votes in every poll, in its own random order, with a
-	// choice the driver remembers for the tally check.
+	// Acks and sends from the workers' files.
+	var ackLat []float64
+	for _, f := range ackFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i+4 <= len(b); i += 4 {
+			ackLat = append(ackLat, float64(math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))))
+		}
+	}
+	rep.Ack = summarize(ackLat)
+	sends := make([][]int64, cfg.Polls)
 	want := make([][]int64, cfg.Polls)
 	for i := range want {
 		want[i] = make([]int64, cfg.Choices)
 	}
-	choices := make([][]int, cfg.Voters)
-	for i := range choices {
-		choices[i] = make([]int, cfg.Polls)
-		for p := range cfg.Polls {
-			c := rand.IntN(cfg.Choices)
-			choices[i][p] = c
-			want[p][c]++
+	for _, f := range sendFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
 		}
-	}
-	var sent, errs atomic.Int64
-	voteStart := time.Now()
-	var vwg sync.WaitGroup
-	for i, v := range voters {
-		vwg.Add(2)
-		go func() { defer vwg.Done(); readAcks(ctx, v, &errs) }()
-		go func() {
-			defer vwg.Done()
-			// Spread the voters' first votes over one pause.
-			if !sleep(ctx, time.Duration(rand.Int64N(int64(cfg.VoteEvery)))) {
-				return
+		for i := 0; i+11 <= len(b); i += 11 {
+			p := int(binary.LittleEndian.Uint16(b[i:]))
+			c := int(b[i+2])
+			if p < cfg.Polls && c < cfg.Choices {
+				want[p][c]++
+				sends[p] = append(sends[p], int64(binary.LittleEndian.Uint64(b[i+3:])))
 			}
-			order := rand.Perm(cfg.Polls)
-			for k, p := range order {
-				frame := fmt.Appendf(nil, `{"t":"vote","poll":%q,"choice":%d,"id":"%d-%d"}`, ids[p], choices[i][p], i, p)
-				lat.sent(p, time.Now())
-				if err := v.ws.Write(ctx, websocket.MessageText, frame); err != nil {
-					errs.Add(1)
-					return
-				}
-				sent.Add(1)
-				if k < len(order)-1 && !sleep(ctx, cfg.VoteEvery) {
-					return
-				}
-			}
-		}()
+		}
 	}
-	total := int64(cfg.Voters * cfg.Polls)
-	var acks int64
-	lastLog := time.Now()
-	for {
-		acks = 0
-		for _, v := range voters {
-			acks += v.acks.Load()
-		}
-		if acks >= total || ctx.Err() != nil || time.Since(voteStart) > 120*time.Second {
-			break
-		}
-		if time.Since(lastLog) > 2*time.Second {
-			cfg.Log("%d votes sent, %d acked after %.1f s", sent.Load(), acks, time.Since(voteStart).Seconds())
-			lastLog = time.Now()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	rep.VoteSeconds = time.Since(voteStart).Seconds()
-	rep.VotesSent, rep.Acks, rep.Errors = sent.Load(), acks, errs.Load()
-	rep.VotesPerSecond = float64(acks) / rep.VoteSeconds
 
-	// Results: the API's tallies against what was sent.
-	time.Sleep(300 * time.Millisecond)
+	// Results: the API's tallies against what was sent. Every vote was
+	// acked (or the run is reported as failed), and an ack means durably
+	// counted, so the tallies must already be complete.
 	rep.TalliesExact = true
 	for p, id := range ids {
 		var res struct {
@@ -233,73 +498,43 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.TallyMismatches = append(rep.TallyMismatches, fmt.Sprintf("%s: got %v, sent %v", id, res.Counts, want[p]))
 		}
 	}
-	cancel()
-	for _, v := range voters {
-		v.ws.CloseNow()
-	}
-	vwg.Wait()
+	// Give the live streams one more interval to show the last votes.
+	time.Sleep(500 * time.Millisecond)
+	sseCancel()
 	sseWG.Wait()
-	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencySamples = lat.percentiles()
+	var samples []float64
+	for p, l := range live {
+		samples = l.pair(sends[p], samples)
+		rep.LiveEvents += len(l.events)
+	}
+	rep.Latency = summarize(samples)
+	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencySamples = rep.Latency.P50, rep.Latency.P99, rep.Latency.N
 	return rep, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+type cpuSample struct{ server, driver float64 }
 
-func dialVoter(ctx context.Context, url, source, stream string) (*voter, error) {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}, Timeout: 10 * time.Second}
-	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: http.Header{"User-Agent": {"backchannel-votebench/1"}}})
-	if err != nil {
-		return nil, err
-	}
-	ws.SetReadLimit(1 << 20)
-	if err := ws.Write(dctx, websocket.MessageText, []byte(`{"t":"hello","player":"votebench"}`)); err != nil {
-		ws.CloseNow()
-		return nil, err
-	}
-	if err := ws.Write(dctx, websocket.MessageText, []byte(`{"t":"watch","stream":"`+stream+`"}`)); err != nil {
-		ws.CloseNow()
-		return nil, err
-	}
-	// Wait for the endpoint: the link is in the stream's group from then on.
-	for {
-		_, data, err := ws.Read(dctx)
-		if err != nil {
-			ws.CloseNow()
-			return nil, err
-		}
-		if bytes.Contains(data, []byte(`"t":"endpoint"`)) {
-			return &voter{ws: ws}, nil
+// sampleCPU reads the CPU time used so far by the server and by the
+// driver: this process and its workers.
+func sampleCPU(serverPID int, workers []*workerConn) cpuSample {
+	var s cpuSample
+	if serverPID != 0 {
+		if p, err := loadgen.SampleProc(serverPID); err == nil {
+			s.server = p.CPUSeconds
 		}
 	}
-}
-
-var ackPrefix = []byte(`{"t":"ack"`)
-
-func readAcks(ctx context.Context, v *voter, errs *atomic.Int64) {
-	for {
-		_, data, err := v.ws.Read(ctx)
-		if err != nil {
-			return
-		}
-		switch {
-		case bytes.HasPrefix(data, ackPrefix):
-			v.acks.Add(1)
-		case bytes.Contains(data, []byte(`"t":"error"`)):
-			errs.Add(1)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.driver = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	}
+	for _, w := range workers {
+		if w.pid != 0 {
+			if p, err := loadgen.SampleProc(w.pid); err == nil {
+				s.driver += p.CPUSeconds
+			}
 		}
 	}
+	return s
 }
 
 func apiCall(ctx context.Context, cfg Config, method, path string, body, out any) error {
@@ -326,51 +561,27 @@ func apiCall(ctx context.Context, cfg Config, method, path string, body, out any
 	return json.Unmarshal(raw, out)
 }
 
-// latency pairs the n-th vote sent for a poll with the first live results
-// event whose total reaches n (votes are counted close to the order they
-// are sent in; the pairing is exact for FIFO delivery).
-type latency struct {
-	mu      sync.Mutex
-	sends   [][]time.Time
-	seen    []int
-	samples []float64
+// liveStream follows one poll's live results, as the broadcaster's studio
+// does, and keeps (arrival time, total) of every event.
+type liveStream struct {
+	mu     sync.Mutex
+	events []liveEvent
 }
 
-func newLatency(polls int) *latency {
-	return &latency{sends: make([][]time.Time, polls), seen: make([]int, polls)}
+type liveEvent struct {
+	at    int64 // unix ns
+	total int64
 }
 
-func (l *latency) sent(p int, at time.Time) {
-	l.mu.Lock()
-	l.sends[p] = append(l.sends[p], at)
-	l.mu.Unlock()
-}
-
-func (l *latency) visible(p int, total int, at time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for ; l.seen[p] < total && l.seen[p] < len(l.sends[p]); l.seen[p]++ {
-		l.samples = append(l.samples, float64(at.Sub(l.sends[p][l.seen[p]]).Microseconds())/1000)
-	}
-}
-
-func (l *latency) percentiles() (p50, p99 float64, n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.samples) == 0 {
-		return 0, 0, 0
-	}
-	s := slices.Clone(l.samples)
-	slices.Sort(s)
-	at := func(q float64) float64 { return s[min(len(s)-1, int(q*float64(len(s))))] }
-	return at(0.50), at(0.99), len(s)
-}
-
-func follow(ctx context.Context, cfg Config, id string, p int, lat *latency) {
+func (l *liveStream) follow(ctx context.Context, cfg Config, id string, ready chan<- struct{}) {
+	var once sync.Once
+	signal := func() { once.Do(func() { close(ready) }) }
+	defer signal()
 	req, _ := http.NewRequestWithContext(ctx, "GET", cfg.URL+"/api/v1/polls/"+id+"/live", nil)
 	req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		cfg.Log("live results of %s: %v", id, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -382,12 +593,50 @@ func follow(ctx context.Context, cfg Config, id string, p int, lat *latency) {
 			continue
 		}
 		var ev struct {
-			Total int `json:"total"`
+			Total int64 `json:"total"`
 		}
 		if json.Unmarshal(data, &ev) == nil {
-			lat.visible(p, ev.Total, time.Now())
+			l.mu.Lock()
+			l.events = append(l.events, liveEvent{at: time.Now().UnixNano(), total: ev.Total})
+			l.mu.Unlock()
+			signal()
 		}
 	}
+}
+
+// pair appends, for every vote sent to the poll, the time from its sending
+// to the first live event whose total includes it: votes are counted
+// nearly in the order they are sent, so the n-th vote sent is paired with
+// the first event whose total reaches n.
+func (l *liveStream) pair(sends []int64, out []float64) []float64 {
+	slices.Sort(sends)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := 0
+	for _, ev := range l.events {
+		for ; int64(seen) < ev.total && seen < len(sends); seen++ {
+			out = append(out, float64(ev.at-sends[seen])/1e6)
+		}
+	}
+	return out
+}
+
+func summarize(v []float64) Dist {
+	if len(v) == 0 {
+		return Dist{}
+	}
+	slices.Sort(v)
+	at := func(q float64) float64 { return v[min(len(v)-1, int(q*float64(len(v))))] }
+	return Dist{N: len(v), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: v[len(v)-1]}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // ErrIncomplete is returned by callers that require every vote acked.

@@ -91,6 +91,7 @@ type Conn struct {
 
 	mu         sync.Mutex
 	state      connState
+	deferred   []byte     // frames that may wait (Defer), written with the next write or at the poller's deadline
 	partial    []byte     // rest of the frame being written
 	ctrl       [][]byte   // control frames waiting behind partial
 	queue      []outFrame // data frames not started
@@ -120,6 +121,12 @@ func (c *Conn) Send(frame []byte, key string, critical bool) SendResult {
 		return Closed
 	}
 	if c.partial == nil && len(c.ctrl) == 0 && len(c.queue) == 0 {
+		if len(c.deferred) > 0 {
+			// What was deferred rides along: one write for both.
+			b := append(c.deferred, frame...)
+			c.deferred = nil
+			return c.writeLocked(b)
+		}
 		return c.writeLocked(frame)
 	}
 	if key != "" {
@@ -139,6 +146,56 @@ func (c *Conn) Send(frame []byte, key string, critical bool) SendResult {
 	}
 	c.queue = append(c.queue, outFrame{frame, key, critical})
 	return Queued
+}
+
+// Defer sends a critical frame that may wait up to Config.DeferDelay: it
+// is written together with the next frame sent to the connection, or on
+// its own when the delay is up, so that small replies (acknowledgements)
+// do not each cost a write. frame is copied.
+func (c *Conn) Defer(frame []byte) SendResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return Closed
+	}
+	if c.partial != nil || len(c.ctrl) > 0 || len(c.queue) > 0 {
+		if len(c.queue) >= c.p.t.cfg.QueueHard {
+			return Overflow
+		}
+		c.queue = append(c.queue, outFrame{b: append([]byte(nil), frame...), critical: true})
+		return Queued
+	}
+	first := len(c.deferred) == 0
+	c.deferred = append(c.deferred, frame...)
+	if len(c.deferred) >= maxDeferred {
+		b := c.deferred
+		c.deferred = nil
+		return c.writeLocked(b)
+	}
+	if first {
+		c.p.deferUntil(c, time.Now().UnixNano()+int64(c.p.t.cfg.DeferDelay))
+	}
+	return Queued
+}
+
+// maxDeferred is how many deferred bytes make a write worth doing at once.
+const maxDeferred = 16 << 10
+
+// flushDeferred writes what was deferred, for the poller when the delay
+// is up.
+func (c *Conn) flushDeferred() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.deferred) == 0 || c.state != stateOpen {
+		return
+	}
+	b := c.deferred
+	c.deferred = nil
+	if c.partial == nil && len(c.ctrl) == 0 && len(c.queue) == 0 {
+		c.writeLocked(b)
+		return
+	}
+	c.queue = append(c.queue, outFrame{b: b, critical: true})
 }
 
 // Backlog returns the number of data frames waiting, the one being written
@@ -173,7 +230,7 @@ func (c *Conn) Close(code int, reason string) {
 	}
 	c.state = stateCloseSent
 	c.code = code
-	c.queue = nil
+	c.queue, c.deferred = nil, nil
 	c.closeBy = time.Now().Add(c.p.t.cfg.CloseTimeout).UnixNano()
 	c.sendControlLocked(closeFrame(code, reason))
 	if c.state == stateCloseSent {
@@ -196,7 +253,7 @@ func (c *Conn) finishLocked(err error) {
 	}
 	c.state = stateFinishing
 	c.finishWith = err
-	c.queue, c.ctrl, c.partial = nil, nil, nil
+	c.queue, c.ctrl, c.partial, c.deferred = nil, nil, nil, nil
 	c.p.kick(c)
 }
 
@@ -292,6 +349,21 @@ func write(fd int, b []byte) (int, error) {
 			return int(n), nil
 		case unix.EAGAIN:
 			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, errno
+	}
+}
+
+// read is the non-blocking read counterpart of write: (0, EAGAIN) when
+// nothing is there, (0, nil) at the end of the stream.
+func read(fd int, b []byte) (int, error) {
+	for {
+		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(n), nil
 		case unix.EINTR:
 			continue
 		}
@@ -412,7 +484,7 @@ func (c *Conn) frame(h header, payload []byte) bool {
 		case stateOpen:
 			// Echo the code, then close once the echo is written.
 			c.state = stateCloseSent
-			c.queue = nil
+			c.queue, c.deferred = nil, nil
 			echo := code
 			if echo == 1005 {
 				echo = 0
@@ -462,7 +534,7 @@ func (c *Conn) fail(err error) {
 	}
 	c.failErr = err
 	c.code = ce.Code
-	c.queue = nil
+	c.queue, c.deferred = nil, nil
 	c.msg, c.msgOp = nil, 0
 	c.state = stateCloseSent
 	c.closeBy = time.Now().Add(c.p.t.cfg.CloseTimeout).UnixNano()

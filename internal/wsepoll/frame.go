@@ -125,6 +125,25 @@ func parseHeader(b []byte, max int) (h header, size int, err error) {
 // slice to every connection that should receive it.
 func Frame(payload []byte) []byte { return frame(opText, payload) }
 
+// AppendFrame appends payload as one server text frame to b.
+func AppendFrame(b, payload []byte) []byte {
+	return append(AppendFrameHeader(b, len(payload)), payload...)
+}
+
+// AppendFrameHeader appends the header of a server text frame of n payload
+// bytes to b; the payload is to follow.
+func AppendFrameHeader(b []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(b, 0x80|opText, byte(n))
+	case n <= 0xffff:
+		return append(b, 0x80|opText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|opText, 127)
+		return binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+}
+
 func frame(op byte, payload []byte) []byte {
 	n := len(payload)
 	var out []byte

@@ -16,13 +16,22 @@ type poller struct {
 	epfd int
 	evfd int // eventfd: wakes the goroutine for kicks and stop
 	buf  []byte
+	due  []deferral // scratch of flushDeferred
 
 	mu      sync.Mutex
 	conns   map[uint64]*Conn
 	kicked  []*Conn
 	closed  bool               // the fds are closed
 	watched map[*Conn]struct{} // connections with a deadline: backlog or close handshake
-	stop    bool
+	// Connections with deferred frames, by deadline: all share one delay,
+	// so appending keeps the order.
+	deferred []deferral
+	stop     bool
+}
+
+type deferral struct {
+	c  *Conn
+	at int64 // unix ns
 }
 
 const wakeID = 0 // epoll data of the eventfd; connection ids start at 1
@@ -110,6 +119,48 @@ func (p *poller) watch(c *Conn) {
 	p.mu.Unlock()
 }
 
+// deferUntil has the poller flush c's deferred frames at unix ns at;
+// callers hold c.mu.
+func (p *poller) deferUntil(c *Conn, at int64) {
+	p.mu.Lock()
+	first := len(p.deferred) == 0
+	p.deferred = append(p.deferred, deferral{c, at})
+	if first && !p.closed {
+		// It may be waiting without a timeout, or a longer one.
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.evfd, one[:])
+	}
+	p.mu.Unlock()
+}
+
+// flushDeferred writes the deferred frames whose time has come and returns
+// the next deadline (0: none).
+func (p *poller) flushDeferred(now int64) int64 {
+	p.mu.Lock()
+	n := 0
+	for n < len(p.deferred) && p.deferred[n].at <= now {
+		n++
+	}
+	due := p.due[:0]
+	due = append(due, p.deferred[:n]...)
+	clear(p.deferred[:n])
+	p.deferred = p.deferred[n:]
+	if len(p.deferred) == 0 {
+		p.deferred = nil
+	}
+	next := int64(0)
+	if len(p.deferred) > 0 {
+		next = p.deferred[0].at
+	}
+	p.mu.Unlock()
+	for _, d := range due {
+		d.c.flushDeferred()
+	}
+	clear(due)
+	p.due = due
+	return next
+}
+
 // kick has the poller goroutine look at c: finish it, or decode bytes that
 // arrived with the handshake.
 func (p *poller) kick(c *Conn) {
@@ -149,6 +200,13 @@ func (p *poller) run() {
 		if len(p.watched) > 0 {
 			timeout = int(sweepEvery / time.Millisecond)
 		}
+		if len(p.deferred) > 0 {
+			// Round up: waking a little late lets more frames ride along.
+			ms := int((p.deferred[0].at - time.Now().UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			if timeout < 0 || ms < timeout {
+				timeout = max(ms, 0)
+			}
+		}
 		p.mu.Unlock()
 		if stop {
 			p.closeAll()
@@ -185,6 +243,7 @@ func (p *poller) run() {
 			}
 		}
 		p.handleKicks(now)
+		p.flushDeferred(time.Now().UnixNano())
 		if now >= nextSweep {
 			p.sweep(now)
 			nextSweep = now + int64(sweepEvery)
@@ -199,7 +258,7 @@ const maxReadsPerEvent = 4
 
 func (p *poller) read(c *Conn, now int64) {
 	for range maxReadsPerEvent {
-		n, err := unix.Read(c.fd, p.buf)
+		n, err := read(c.fd, p.buf)
 		switch {
 		case n > 0:
 			if !c.consume(p.buf[:n], now) {
@@ -331,6 +390,7 @@ func (p *poller) closeAll() {
 	}
 	p.mu.Lock()
 	p.kicked = nil
+	p.deferred = nil
 	p.closed = true
 	p.mu.Unlock()
 	unix.Close(p.epfd)

@@ -25,6 +25,7 @@ type Config struct {
 	QueueHard    int           // backlog past which Send reports Overflow (256)
 	WriteTimeout time.Duration // a backlog that makes no progress for this long drops the connection (10 s)
 	CloseTimeout time.Duration // how long to wait for the peer's close frame (2 s)
+	DeferDelay   time.Duration // longest a deferred frame (Conn.Defer) waits for company (20 ms)
 	Logger       *slog.Logger
 }
 
@@ -58,6 +59,9 @@ func New(cfg Config) (*Transport, error) {
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 2 * time.Second
+	}
+	if cfg.DeferDelay <= 0 {
+		cfg.DeferDelay = 20 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

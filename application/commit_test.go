@@ -1,0 +1,166 @@
+package application
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/backchannel/backchannel/groups"
+	"github.com/backchannel/backchannel/internal/bus"
+	"github.com/backchannel/backchannel/internal/polls"
+	"github.com/backchannel/backchannel/internal/store"
+)
+
+// A backlog of votes delivered at once is committed in bounded pieces:
+// every vote is counted and acknowledged exactly once, after it is in the
+// log, and the acks come in several commits rather than one.
+func TestBacklogCommittedInPieces(t *testing.T) {
+	const links, msgs = 5000, 5 // 25,000 votes over maxCommitVotes
+	dir := t.TempDir()
+	st, err := store.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bus.NewMemory()
+	defer b.Close()
+	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var run sync.WaitGroup
+	run.Add(1)
+	go func() { defer run.Done(); s.Run(ctx) }()
+
+	var opens [][]byte
+	for i := range links {
+		opens = append(opens, groups.LinkOpened("c1", fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []string{"s"}, groups.Facts{IP: "10.0.0.1"}, groups.Attrs{groups.AttrStream: "s"}).Encode())
+	}
+	if err := b.Publish(ctx, bus.Upward, opens...); err != nil {
+		t.Fatal(err)
+	}
+	var ps []polls.Poll
+	for range msgs {
+		p, err := s.CreatePoll(ctx, polls.Spec{Stream: "s", Question: "q?", Choices: []string{"a", "b", "c"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	// Wait until the application knows every link.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.profiles)
+		s.mu.Unlock()
+		if n == links {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d links known", n, links)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var mu sync.Mutex
+	acks := map[string]int{}
+	ackMsgs := 0
+	done := make(chan struct{})
+	subCtx, stopSub := context.WithCancel(ctx)
+	go b.Subscribe(subCtx, bus.Downward("c1"), "test", func(_ context.Context, batch []bus.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range batch {
+			if !groups.IsBatch(m.Data) {
+				continue
+			}
+			sends, err := groups.DecodeSends(m.Data, nil)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			counted := false
+			for _, r := range sends {
+				id, ok := strings.CutPrefix(string(r.Payload), `{"t":"ack","id":"`)
+				if !ok {
+					continue
+				}
+				if !counted {
+					ackMsgs++
+					counted = true
+				}
+				acks[strings.TrimSuffix(id, `"}`)]++
+			}
+		}
+		if len(acks) == links*msgs && done != nil {
+			close(done)
+			done = nil
+		}
+		return nil
+	})
+	defer stopSub()
+
+	var votes [][]byte
+	for m, p := range ps {
+		vb := groups.NewVoteBatch("c1", links)
+		for i := range links {
+			vb.Add(fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []byte(p.ID), (i+m)%3, fmt.Appendf(nil, "%d.%d", i, m))
+		}
+		votes = append(votes, vb.Bytes())
+	}
+	// One publish: the messages are delivered to the application together.
+	if err := b.Publish(ctx, bus.Upward, votes...); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	wait := done
+	mu.Unlock()
+	select {
+	case <-wait:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		t.Fatalf("%d of %d votes acked", len(acks), links*msgs)
+	}
+	mu.Lock()
+	for id, n := range acks {
+		if n != 1 {
+			t.Errorf("vote %s acked %d times", id, n)
+		}
+	}
+	if ackMsgs < 2 {
+		t.Errorf("%d votes acked in %d commit, want several", links*msgs, ackMsgs)
+	}
+	mu.Unlock()
+	for m, p := range ps {
+		s.mu.Lock()
+		counts, total, _ := s.polls[p.ID].tally.Counts()
+		s.mu.Unlock()
+		want := []int64{0, 0, 0}
+		for i := range links {
+			want[(i+m)%3]++
+		}
+		if total != links || fmt.Sprint(counts) != fmt.Sprint(want) {
+			t.Errorf("poll %d: %v (%d), want %v", m, counts, total, want)
+		}
+	}
+	cancel()
+	run.Wait()
+	st.Close()
+	// Every acked vote is in the log.
+	st2, err := store.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	for _, p := range ps {
+		n := 0
+		st2.Votes(context.Background(), p.ID, func(store.Vote) { n++ })
+		if n != links {
+			t.Errorf("poll %s: %d votes in the log, want %d", p.ID, n, links)
+		}
+	}
+}

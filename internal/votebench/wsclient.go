@@ -1,0 +1,298 @@
+//go:build linux
+
+package votebench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// link is one voter's control link once it is open: a bare non-blocking
+// socket read by the worker's epoll loop and written by its sender. No
+// goroutine and no buffer belong to it while it is idle.
+type link struct {
+	fd    int
+	voter int    // index among the worker's voters
+	in    []byte // the start of a frame not yet complete
+	wmu   sync.Mutex
+	wpend []byte // bytes the socket did not take yet
+	polls int    // poll frames received; worker.mu
+	gone  atomic.Bool
+}
+
+// openLink dials url from src, upgrades to WebSocket with a hand-written
+// request, says hello, watches stream and waits for the endpoint, as a
+// player does. It then takes its own descriptor of the socket (non-blocking,
+// for epoll) and returns the bytes that arrived behind the endpoint.
+func openLink(ctx context.Context, wsURL string, src net.IP, stream string) (fd int, early []byte, err error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return -1, nil, err
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
+	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return -1, nil, err
+	}
+	defer nc.Close()
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+		base64.StdEncoding.EncodeToString(key[:]) + "\r\nUser-Agent: backchannel-votebench/2\r\n\r\n"
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(nc, req); err != nil {
+		return -1, nil, err
+	}
+	br := bufio.NewReaderSize(nc, 2048)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return -1, nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return -1, nil, fmt.Errorf("upgrade answered %s", resp.Status)
+	}
+	var m masker
+	m.seed(uint64(time.Now().UnixNano()))
+	send := func(s string) error {
+		_, err := nc.Write(m.frame(nil, 0x1, []byte(s)))
+		return err
+	}
+	if err := send(`{"t":"hello","player":"votebench"}`); err != nil {
+		return -1, nil, err
+	}
+	if err := readUntil(br, `{"t":"welcome"`); err != nil {
+		return -1, nil, fmt.Errorf("welcome: %w", err)
+	}
+	if err := send(`{"t":"watch","stream":"` + stream + `"}`); err != nil {
+		return -1, nil, err
+	}
+	if err := readUntil(br, `{"t":"endpoint"`); err != nil {
+		return -1, nil, fmt.Errorf("endpoint: %w", err)
+	}
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		early = append([]byte(nil), b...)
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, nil, errors.New("not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, nil, err
+	}
+	var dupErr error
+	fd = -1
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || dupErr != nil {
+		return -1, nil, errors.Join(err, dupErr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	return fd, early, nil
+}
+
+// readUntil reads server frames until a text frame starting with prefix.
+func readUntil(br *bufio.Reader, prefix string) error {
+	for range 16 {
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return err
+		}
+		n := int(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var l [2]byte
+			if _, err := io.ReadFull(br, l[:]); err != nil {
+				return err
+			}
+			n = int(binary.BigEndian.Uint16(l[:]))
+		case 127:
+			var l [8]byte
+			if _, err := io.ReadFull(br, l[:]); err != nil {
+				return err
+			}
+			n = int(binary.BigEndian.Uint64(l[:]))
+		}
+		if n > 1<<20 {
+			return fmt.Errorf("frame of %d bytes", n)
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return err
+		}
+		if h[0]&0x0f == 0x8 {
+			return fmt.Errorf("closed by the server: %q", b)
+		}
+		if bytes.HasPrefix(b, []byte(prefix)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no %s frame", prefix)
+}
+
+// masker builds masked client frames. The masks come from a xorshift
+// generator: RFC 6455 wants them unpredictable to defeat cache poisoning by
+// scripts, which a load generator has no reason to fear, and crypto/rand per
+// frame would cost more than the rest of the frame.
+type masker struct{ s uint64 }
+
+func (m *masker) seed(s uint64) { m.s = s | 1 }
+
+func (m *masker) next() uint32 {
+	m.s ^= m.s << 13
+	m.s ^= m.s >> 7
+	m.s ^= m.s << 17
+	return uint32(m.s)
+}
+
+// frame appends one masked, final frame with opcode op to b.
+func (m *masker) frame(b []byte, op byte, payload []byte) []byte {
+	b = append(b, 0x80|op)
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var key [4]byte
+	binary.LittleEndian.PutUint32(key[:], m.next())
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range payload {
+		b[start+i] ^= key[i&3]
+	}
+	return b
+}
+
+// rawWrite is a non-blocking write made without telling the scheduler (the
+// socket never blocks): (0, nil) when the socket would block.
+func rawWrite(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, errno
+	}
+}
+
+// rawRead is the non-blocking read counterpart of rawWrite: (0, EAGAIN)
+// when nothing is there, (0, nil) at the end of the stream.
+func rawRead(fd int, b []byte) (int, error) {
+	for {
+		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, errno
+	}
+}
+
+// send writes a frame on the link, keeping what the socket does not take
+// for the next call (flushPending).
+func (l *link) send(frame []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if len(l.wpend) > 0 {
+		l.wpend = append(l.wpend, frame...)
+		return l.flushLocked()
+	}
+	n, err := rawWrite(l.fd, frame)
+	if err != nil {
+		return err
+	}
+	if n < len(frame) {
+		l.wpend = append(l.wpend, frame[n:]...)
+	}
+	return nil
+}
+
+func (l *link) flushLocked() error {
+	n, err := rawWrite(l.fd, l.wpend)
+	if err != nil {
+		return err
+	}
+	l.wpend = l.wpend[:copy(l.wpend, l.wpend[n:])]
+	return nil
+}
+
+// pending reports whether bytes wait for the socket.
+func (l *link) pending() bool {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	return len(l.wpend) > 0
+}
+
+// flushPending retries what the socket did not take.
+func (l *link) flushPending() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if len(l.wpend) == 0 {
+		return nil
+	}
+	return l.flushLocked()
+}
+
+// frameHeader parses a server (unmasked) frame header: its opcode, payload
+// length and header size, or size 0 when b does not hold it yet.
+func frameHeader(b []byte) (op byte, n, size int) {
+	if len(b) < 2 {
+		return 0, 0, 0
+	}
+	op = b[0] & 0x0f
+	switch l := b[1] & 0x7f; l {
+	case 126:
+		if len(b) < 4 {
+			return 0, 0, 0
+		}
+		return op, int(binary.BigEndian.Uint16(b[2:4])), 4
+	case 127:
+		if len(b) < 10 {
+			return 0, 0, 0
+		}
+		return op, int(binary.BigEndian.Uint64(b[2:10])), 10
+	default:
+		return op, int(l), 2
+	}
+}
