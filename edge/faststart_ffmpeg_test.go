@@ -181,7 +181,7 @@ func TestFastStartFFmpegKeyint250(t *testing.T) {
 	}
 }
 
-const keyint250Seconds = 11
+const keyint250Seconds = 12
 
 // startKeyint250 starts a WHIP/WHEP server with an RTSP ingest and ffmpeg
 // publishing "ff" to it with libx264 at keyint 250 for keyint250Seconds;
