@@ -342,12 +342,16 @@ func (s *File) committer() {
 
 func (s *File) flush() {
 	s.wmu.Lock()
-	b, waiters := s.pending, s.waiters
-	s.pending, s.waiters = s.spare[:0], nil
-	s.wmu.Unlock()
-	if len(waiters) == 0 {
+	if len(s.waiters) == 0 {
+		// Nothing to write. Swapping buffers anyway would leave pending
+		// and spare on one array, and the next flush would write the
+		// bytes that writers are appending to.
+		s.wmu.Unlock()
 		return
 	}
+	b, waiters := s.pending, s.waiters
+	s.pending, s.waiters, s.spare = s.spare[:0], nil, nil
+	s.wmu.Unlock()
 	_, err := s.f.Write(b)
 	if err == nil {
 		err = s.f.Sync()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/backchannel/backchannel/groups"
 )
@@ -126,5 +127,28 @@ func TestFileUndoableFailureRefusesWrites(t *testing.T) {
 	}
 	if err := s.Put(ctx, "k", "id", []byte(`{}`)); err == nil || !strings.Contains(err.Error(), "cannot be written") {
 		t.Fatalf("write after an undoable failure: %v", err)
+	}
+}
+
+// A wake-up with nothing to write (the committer can be woken twice for
+// one batch) must not leave the pending and spare buffers on one array:
+// the next flush would hand writers the array it is writing out.
+func TestFileIdleFlushKeepsBuffersApart(t *testing.T) {
+	s, err := OpenFile(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 3 { // both buffers in use
+		if err := s.SaveVotes(ctx, []Vote{{Poll: "p", User: fmt.Sprintf("u%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.flush()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if cap(s.pending) > 0 && cap(s.spare) > 0 && unsafe.SliceData(s.pending[:1]) == unsafe.SliceData(s.spare[:1]) {
+		t.Fatal("pending and spare share an array after an idle flush")
 	}
 }
