@@ -5,17 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
-	"time"
+
+	"github.com/backchannel/backchannel/internal/wsclient"
 )
 
 // wsClient is one light control link: raw frames over a TCP socket, a 1 KB
@@ -28,38 +24,9 @@ type wsClient struct {
 
 // dialWS opens a WebSocket from source address src (may be nil).
 func dialWS(ctx context.Context, wsURL string, src net.IP, ua string) (*wsClient, error) {
-	u, err := url.Parse(wsURL)
+	nc, br, err := wsclient.Dial(ctx, wsURL, src, "User-Agent: "+ua+"\r\nAccept-Language: en-US\r\n", 1024)
 	if err != nil {
 		return nil, err
-	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if src != nil {
-		d.LocalAddr = &net.TCPAddr{IP: src}
-	}
-	nc, err := d.DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		return nil, err
-	}
-	var key [16]byte
-	_, _ = rand.Read(key[:])
-	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
-		base64.StdEncoding.EncodeToString(key[:]) + "\r\nUser-Agent: " + ua + "\r\nAccept-Language: en-US\r\n\r\n"
-	_ = nc.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := io.WriteString(nc, req); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	br := bufio.NewReaderSize(nc, 1024)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		nc.Close()
-		return nil, fmt.Errorf("upgrade answered %s", resp.Status)
 	}
 	return &wsClient{nc: nc, br: br}, nil
 }
@@ -68,28 +35,14 @@ func dialWS(ctx context.Context, wsURL string, src net.IP, ua string) (*wsClient
 func (c *wsClient) writeFrame(op byte, payload []byte) error {
 	var mask [4]byte
 	_, _ = rand.Read(mask[:])
-	b := make([]byte, 0, 14+len(payload))
-	b = append(b, 0x80|op)
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	b = append(b, mask[:]...)
-	for i, x := range payload {
-		b = append(b, x^mask[i%4])
-	}
+	b := wsclient.AppendFrame(make([]byte, 0, 14+len(payload)), op, mask, payload)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_, err := c.nc.Write(b)
 	return err
 }
 
-func (c *wsClient) sendText(s string) error { return c.writeFrame(0x1, []byte(s)) }
+func (c *wsClient) sendText(s string) error { return c.writeFrame(wsclient.OpText, []byte(s)) }
 
 var errClosed = errors.New("closed by the server")
 
@@ -97,47 +50,22 @@ var errClosed = errors.New("closed by the server")
 // way. buf is reused when large enough.
 func (c *wsClient) readFrame(buf []byte) ([]byte, error) {
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		op, payload, err := wsclient.ReadFrame(c.br, buf)
+		if err != nil {
 			return nil, err
 		}
-		op := h[0] & 0x0f
-		n := int(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var l [2]byte
-			if _, err := io.ReadFull(c.br, l[:]); err != nil {
-				return nil, err
-			}
-			n = int(binary.BigEndian.Uint16(l[:]))
-		case 127:
-			var l [8]byte
-			if _, err := io.ReadFull(c.br, l[:]); err != nil {
-				return nil, err
-			}
-			n = int(binary.BigEndian.Uint64(l[:]))
-		}
-		if n > 1<<20 {
-			return nil, fmt.Errorf("frame of %d bytes", n)
-		}
-		if cap(buf) < n {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(c.br, buf); err != nil {
-			return nil, err
-		}
+		buf = payload
 		switch op {
-		case 0x9: // ping
-			if err := c.writeFrame(0xa, buf); err != nil {
+		case wsclient.OpPing:
+			if err := c.writeFrame(wsclient.OpPong, payload); err != nil {
 				return nil, err
 			}
-		case 0xa:
-		case 0x8:
-			_ = c.writeFrame(0x8, buf)
+		case wsclient.OpPong:
+		case wsclient.OpClose:
+			_ = c.writeFrame(wsclient.OpClose, payload)
 			return nil, errClosed
 		default:
-			return buf, nil
+			return payload, nil
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/wsepoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -291,7 +292,7 @@ func (w *worker) readLoop() {
 // read drains one readable link and handles its frames.
 func (w *worker) read(l *link, buf []byte) {
 	for range 4 {
-		n, err := rawRead(l.fd, buf)
+		n, err := wsepoll.RawRead(l.fd, buf)
 		if err == unix.EAGAIN {
 			return
 		}

@@ -6,21 +6,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
+	"github.com/backchannel/backchannel/internal/wsclient"
+	"github.com/backchannel/backchannel/internal/wsepoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,39 +38,11 @@ type link struct {
 // player does. It then takes its own descriptor of the socket (non-blocking,
 // for epoll) and returns the bytes that arrived behind the endpoint.
 func openLink(ctx context.Context, wsURL string, src net.IP, stream string) (fd int, early []byte, err error) {
-	u, err := url.Parse(wsURL)
-	if err != nil {
-		return -1, nil, err
-	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if src != nil {
-		d.LocalAddr = &net.TCPAddr{IP: src}
-	}
-	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	nc, br, err := wsclient.Dial(ctx, wsURL, src, "User-Agent: backchannel-votebench/2\r\n", 2048)
 	if err != nil {
 		return -1, nil, err
 	}
 	defer nc.Close()
-	var key [16]byte
-	_, _ = rand.Read(key[:])
-	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
-		base64.StdEncoding.EncodeToString(key[:]) + "\r\nUser-Agent: backchannel-votebench/2\r\n\r\n"
-	if dl, ok := ctx.Deadline(); ok {
-		_ = nc.SetDeadline(dl)
-	}
-	if _, err := io.WriteString(nc, req); err != nil {
-		return -1, nil, err
-	}
-	br := bufio.NewReaderSize(nc, 2048)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return -1, nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return -1, nil, fmt.Errorf("upgrade answered %s", resp.Status)
-	}
 	var m masker
 	m.seed(uint64(time.Now().UnixNano()))
 	send := func(s string) error {
@@ -120,33 +88,11 @@ func openLink(ctx context.Context, wsURL string, src net.IP, stream string) (fd 
 // readUntil reads server frames until a text frame starting with prefix.
 func readUntil(br *bufio.Reader, prefix string) error {
 	for range 16 {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		op, b, err := wsclient.ReadFrame(br, nil)
+		if err != nil {
 			return err
 		}
-		n := int(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var l [2]byte
-			if _, err := io.ReadFull(br, l[:]); err != nil {
-				return err
-			}
-			n = int(binary.BigEndian.Uint16(l[:]))
-		case 127:
-			var l [8]byte
-			if _, err := io.ReadFull(br, l[:]); err != nil {
-				return err
-			}
-			n = int(binary.BigEndian.Uint64(l[:]))
-		}
-		if n > 1<<20 {
-			return fmt.Errorf("frame of %d bytes", n)
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(br, b); err != nil {
-			return err
-		}
-		if h[0]&0x0f == 0x8 {
+		if op == wsclient.OpClose {
 			return fmt.Errorf("closed by the server: %q", b)
 		}
 		if bytes.HasPrefix(b, []byte(prefix)) {
@@ -173,60 +119,9 @@ func (m *masker) next() uint32 {
 
 // frame appends one masked, final frame with opcode op to b.
 func (m *masker) frame(b []byte, op byte, payload []byte) []byte {
-	b = append(b, 0x80|op)
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 	var key [4]byte
 	binary.LittleEndian.PutUint32(key[:], m.next())
-	b = append(b, key[:]...)
-	start := len(b)
-	b = append(b, payload...)
-	for i := range payload {
-		b[start+i] ^= key[i&3]
-	}
-	return b
-}
-
-// rawWrite is a non-blocking write made without telling the scheduler (the
-// socket never blocks): (0, nil) when the socket would block.
-func rawWrite(fd int, b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch errno {
-		case 0:
-			return int(n), nil
-		case unix.EAGAIN:
-			return 0, nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, errno
-	}
-}
-
-// rawRead is the non-blocking read counterpart of rawWrite: (0, EAGAIN)
-// when nothing is there, (0, nil) at the end of the stream.
-func rawRead(fd int, b []byte) (int, error) {
-	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch errno {
-		case 0:
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, errno
-	}
+	return wsclient.AppendFrame(b, op, key, payload)
 }
 
 // send writes a frame on the link, keeping what the socket does not take
@@ -238,7 +133,7 @@ func (l *link) send(frame []byte) error {
 		l.wpend = append(l.wpend, frame...)
 		return l.flushLocked()
 	}
-	n, err := rawWrite(l.fd, frame)
+	n, err := wsepoll.RawWrite(l.fd, frame)
 	if err != nil {
 		return err
 	}
@@ -249,7 +144,7 @@ func (l *link) send(frame []byte) error {
 }
 
 func (l *link) flushLocked() error {
-	n, err := rawWrite(l.fd, l.wpend)
+	n, err := wsepoll.RawWrite(l.fd, l.wpend)
 	if err != nil {
 		return err
 	}

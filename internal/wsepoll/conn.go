@@ -268,7 +268,7 @@ func (c *Conn) sendControlLocked(f []byte) {
 // writeLocked writes f on an idle socket, keeping what the kernel did not
 // take.
 func (c *Conn) writeLocked(f []byte) SendResult {
-	n, err := write(c.fd, f)
+	n, err := RawWrite(c.fd, f)
 	if err != nil {
 		c.finishLocked(ErrPeerGone)
 		return Closed
@@ -308,7 +308,7 @@ func (c *Conn) flushLocked() {
 				return
 			}
 		}
-		n, err := write(c.fd, c.partial)
+		n, err := RawWrite(c.fd, c.partial)
 		if err != nil {
 			c.finishLocked(ErrPeerGone)
 			return
@@ -333,12 +333,12 @@ func (c *Conn) afterDrainLocked() {
 	}
 }
 
-// write is a non-blocking write: (0, nil) when the socket would block.
-// The socket never blocks, so the call is made without telling the
+// RawWrite is a non-blocking write on a non-blocking socket: (0, nil) when
+// the socket would block. The socket never blocks, so the call is made without telling the
 // scheduler (a raw system call): for the fan-out, which makes one write per
 // link back to back, that saves the bookkeeping and the processor hand-offs
 // a blocking system call would cost.
-func write(fd int, b []byte) (int, error) {
+func RawWrite(fd int, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -356,9 +356,9 @@ func write(fd int, b []byte) (int, error) {
 	}
 }
 
-// read is the non-blocking read counterpart of write: (0, EAGAIN) when
-// nothing is there, (0, nil) at the end of the stream.
-func read(fd int, b []byte) (int, error) {
+// RawRead is the non-blocking read counterpart of RawWrite: (0, EAGAIN)
+// when nothing is there, (0, nil) at the end of the stream.
+func RawRead(fd int, b []byte) (int, error) {
 	for {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		switch errno {

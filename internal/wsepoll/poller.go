@@ -258,7 +258,7 @@ const maxReadsPerEvent = 4
 
 func (p *poller) read(c *Conn, now int64) {
 	for range maxReadsPerEvent {
-		n, err := read(c.fd, p.buf)
+		n, err := RawRead(c.fd, p.buf)
 		switch {
 		case n > 0:
 			if !c.consume(p.buf[:n], now) {
