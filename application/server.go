@@ -39,7 +39,7 @@ type Config struct {
 	QoEWindow  time.Duration // telemetry aggregation window (10 s)
 	QoEWindows int           // windows kept per group (6)
 
-	AudienceInterval time.Duration // least time between two results messages to one group (500 ms)
+	AudienceInterval time.Duration // least time between two results messages to one group (MinAudienceInterval)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
 	Recorder         Recorder      // recording service behind /api/v1/…/recording(s); nil: 501
 	// StreamInfo, when set, gives a live stream's current description
@@ -100,6 +100,12 @@ func (p *profile) setAttrs(all groups.Attrs) {
 	p.dimAttrs = p.dims.Attrs()
 }
 
+// MinAudienceInterval is the default and the shortest time between two
+// poll results messages to one group: the audience sees at most two
+// updates a second, however fast votes arrive. Longer intervals save the
+// connection tier a write per link per update.
+const MinAudienceInterval = 500 * time.Millisecond
+
 // New checks cfg and returns a server; Run starts its work.
 func New(cfg Config) (*Server, error) {
 	if cfg.Bus == nil {
@@ -124,7 +130,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.QoEWindows = 6
 	}
 	if cfg.AudienceInterval <= 0 {
-		cfg.AudienceInterval = 500 * time.Millisecond
+		cfg.AudienceInterval = MinAudienceInterval
+	}
+	if cfg.AudienceInterval < MinAudienceInterval {
+		return nil, fmt.Errorf("application: audience interval %v: poll results go to the audience at most twice a second (%v or more)", cfg.AudienceInterval, MinAudienceInterval)
 	}
 	if cfg.LiveInterval <= 0 {
 		cfg.LiveInterval = 100 * time.Millisecond

@@ -98,6 +98,7 @@ func TestNewChecksConfig(t *testing.T) {
 		{Edges: StaticEdge{}, OperatorKey: "k"},
 		{Bus: b, OperatorKey: "k"},
 		{Bus: b, Edges: StaticEdge{}},
+		{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", AudienceInterval: 200 * time.Millisecond},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("accepted %+v", cfg)

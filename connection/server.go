@@ -148,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.PingInterval, 25*time.Second)
 	setDefault(&cfg.FlushDelay, 20*time.Millisecond)
 	setDefault(&cfg.ReplyDelay, 250*time.Millisecond)
+	if cfg.ReplyDelay > 5*time.Second {
+		return nil, fmt.Errorf("connection: reply delay %v: acknowledgements may wait for company at most 5s", cfg.ReplyDelay)
+	}
 	if cfg.QueueHard < cfg.QueueSoft {
 		cfg.QueueHard = cfg.QueueSoft
 	}

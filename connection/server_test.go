@@ -368,6 +368,9 @@ func TestConnectEndpoint(t *testing.T) {
 	if _, err := New(Config{Bus: h.bus, Identity: h.ids}); err == nil {
 		t.Fatal("empty ID accepted")
 	}
+	if _, err := New(Config{ID: "c4", Bus: h.bus, Identity: h.ids, ReplyDelay: time.Minute}); err == nil {
+		t.Fatal("a reply delay of a minute accepted")
+	}
 }
 
 func TestOriginCheck(t *testing.T) {

@@ -99,6 +99,8 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		origins    = fs.String("allowed-origins", "", "comma-separated Origin host patterns allowed on /ws (default: same host)")
 		pprofFlag  = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ (operator key required)")
 		wsTransp   = fs.String("ws-transport", "epoll", "control-link transport: epoll (no goroutine per idle link) or coder (coder/websocket)")
+		replyDelay = fs.Duration("reply-delay", 250*time.Millisecond, "connection: longest a vote's ack waits for another frame to the same link, to share its write")
+		audience   = fs.Duration("audience-interval", 500*time.Millisecond, "application: least time between two poll results messages to one group (at most 2 per second by design)")
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
 		nodeID     = fs.String("node-id", "", "this node's id (default: host name)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
@@ -143,23 +145,25 @@ func runNode(cmd string, args []string, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, node.Config{
-		Roles:          roleSets[cmd],
-		HTTPAddr:       *httpAddr,
-		ICEAddr:        *iceAddr,
-		RTSPAddr:       *rtspAddr,
-		PublicIPs:      splitList(*publicIP),
-		PublicURL:      *publicURL,
-		ICEServers:     ice,
-		DataDir:        *dataDir,
-		PublishKey:     *publishKey,
-		OperatorKey:    *apiKey,
-		AllowedOrigins: splitList(*origins),
-		WSTransport:    *wsTransp,
-		Pprof:          *pprofFlag,
-		Demo:           *demoFlag,
-		NodeID:         id,
-		Logger:         logger,
-		IdentitySecret: *identity,
+		Roles:            roleSets[cmd],
+		HTTPAddr:         *httpAddr,
+		ICEAddr:          *iceAddr,
+		RTSPAddr:         *rtspAddr,
+		PublicIPs:        splitList(*publicIP),
+		PublicURL:        *publicURL,
+		ICEServers:       ice,
+		DataDir:          *dataDir,
+		PublishKey:       *publishKey,
+		OperatorKey:      *apiKey,
+		AllowedOrigins:   splitList(*origins),
+		WSTransport:      *wsTransp,
+		ReplyDelay:       *replyDelay,
+		AudienceInterval: *audience,
+		Pprof:            *pprofFlag,
+		Demo:             *demoFlag,
+		NodeID:           id,
+		Logger:           logger,
+		IdentitySecret:   *identity,
 
 		RedisAddr:        *redisAddr,
 		ClusterBind:      *gossipBind,

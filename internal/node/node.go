@@ -74,12 +74,18 @@ type Config struct {
 	IdentitySecret string // signs viewer identities; generated when empty
 	AllowedOrigins []string
 	WSTransport    string // control-link transport: "epoll" (default) or "coder"
-	Pprof          bool   // serve Go's profiler at /debug/pprof/ (operator key required)
-	Demo           bool   // publish the built-in demo clip as stream "demo" (ingest role)
-	NodeID         string
-	Logger         *slog.Logger
-	GeoIPCity      string // GeoIP2/GeoLite2 City mmdb; empty: geography unknown
-	GeoIPASN       string // GeoIP2/GeoLite2 ASN mmdb
+	// ReplyDelay is the longest a vote's ack waits on the connection
+	// server for another frame to the same link (connection.Config).
+	ReplyDelay time.Duration
+	// AudienceInterval is the least time between two poll results
+	// messages to one group (application.Config).
+	AudienceInterval time.Duration
+	Pprof            bool // serve Go's profiler at /debug/pprof/ (operator key required)
+	Demo             bool // publish the built-in demo clip as stream "demo" (ingest role)
+	NodeID           string
+	Logger           *slog.Logger
+	GeoIPCity        string // GeoIP2/GeoLite2 City mmdb; empty: geography unknown
+	GeoIPASN         string // GeoIP2/GeoLite2 ASN mmdb
 
 	// Cluster. Without RedisAddr every role must be in this process.
 	RedisAddr        string   // Redis for the bus and shared state
@@ -330,7 +336,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		n.conn, err = connection.New(connection.Config{
 			ID: cfg.NodeID, Bus: n.bus, Identity: identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
 			AllowedOrigins: cfg.AllowedOrigins, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
-			Transport: cfg.WSTransport,
+			Transport: cfg.WSTransport, ReplyDelay: cfg.ReplyDelay,
 		})
 		if err != nil {
 			return fmt.Errorf("connection: %w", err)
@@ -360,7 +366,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		}
 		n.app, err = application.New(application.Config{
 			Bus: n.bus, Edges: edges, OperatorKey: n.secrets.OperatorKey, Store: n.appStore, Geo: n.geo, Logger: n.log, Metrics: reg,
-			Recorder: recorder, StreamInfo: n.streamInfo,
+			Recorder: recorder, StreamInfo: n.streamInfo, AudienceInterval: cfg.AudienceInterval,
 		})
 		if err != nil {
 			return fmt.Errorf("application: %w", err)
