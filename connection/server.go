@@ -57,13 +57,20 @@ type Config struct {
 	PingInterval time.Duration // keepalive: ping links silent this long, drop them if no pong within as long again (25 s)
 	FlushDelay   time.Duration // longest wait before relaying client messages upward (20 ms)
 	// ReplyDelay is the longest an acknowledgement waits for other frames
-	// to the same link, so that they share one write (250 ms).
+	// to the same link, so that they share one write (DefaultReplyDelay,
+	// at most MaxReplyDelay).
 	ReplyDelay  time.Duration
 	HistorySize int           // group messages kept per group for resume (128)
 	HistoryTTL  time.Duration // how long a group message is kept for resume (2 min)
 	DrainWindow time.Duration // Shutdown spreads its links' closes over this long (5 s)
 	FanoutShard int           // group sends to more links than this are written by several goroutines (2048)
 }
+
+// Config.ReplyDelay's default and upper bound.
+const (
+	DefaultReplyDelay = 250 * time.Millisecond
+	MaxReplyDelay     = 5 * time.Second
+)
 
 // closeServiceRestart (RFC 6455 1012) tells a client that this server is
 // going away and it should reconnect, to another server, after a jittered
@@ -147,9 +154,9 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.WriteTimeout, 10*time.Second)
 	setDefault(&cfg.PingInterval, 25*time.Second)
 	setDefault(&cfg.FlushDelay, 20*time.Millisecond)
-	setDefault(&cfg.ReplyDelay, 250*time.Millisecond)
-	if cfg.ReplyDelay > 5*time.Second {
-		return nil, fmt.Errorf("connection: reply delay %v: acknowledgements may wait for company at most 5s", cfg.ReplyDelay)
+	setDefault(&cfg.ReplyDelay, DefaultReplyDelay)
+	if cfg.ReplyDelay > MaxReplyDelay {
+		return nil, fmt.Errorf("connection: reply delay %v: acknowledgements may wait for company at most %v", cfg.ReplyDelay, MaxReplyDelay)
 	}
 	if cfg.QueueHard < cfg.QueueSoft {
 		cfg.QueueHard = cfg.QueueSoft

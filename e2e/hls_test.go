@@ -100,15 +100,27 @@ func advancing(t *testing.T, p *browsertest.Page, d time.Duration, minRatio floa
 	last := browsertest.MustEval[*pageHLS](p, hlsState)
 	wall := time.Since(start).Seconds()
 	played := last.T - first.T
-	t.Logf("currentTime %.2f → %.2f over %.1f s of wall time (%s, %dx%d, %d waiting events since start)", first.T, last.T, wall, last.Engine, last.W, last.H, last.Waits)
+	logPlayed(t, first, last, wall)
 	if played < wall*minRatio {
-		timeline, _ := browsertest.Eval[[]string](p, `window.__timeline`)
-		t.Errorf("currentTime advanced %.2f s in %.1f s; hls.js log %q; timeline:\n%s", played, wall, last.Log, strings.Join(timeline, "\n"))
+		t.Errorf("currentTime advanced %.2f s in %.1f s; %s", played, wall, stallReport(p, last))
 	}
+	return last
+}
+
+// logPlayed logs how far playback went and fails when a WHEP session is
+// open beside HLS.
+func logPlayed(t *testing.T, first, last *pageHLS, wall float64) {
+	t.Helper()
+	t.Logf("currentTime %.2f → %.2f over %.1f s of wall time (%s, %dx%d, %d waiting events since start)", first.T, last.T, wall, last.Engine, last.W, last.H, last.Waits)
 	if last.Session {
 		t.Error("a WHEP session is open while playing HLS")
 	}
-	return last
+}
+
+// stallReport is hls.js's error log and the page's timeline (hlsTimeline).
+func stallReport(p *browsertest.Page, last *pageHLS) string {
+	timeline, _ := browsertest.Eval[[]string](p, `window.__timeline`)
+	return fmt.Sprintf("hls.js log %q; timeline:\n%s", last.Log, strings.Join(timeline, "\n"))
 }
 
 // keepsPlaying requires currentTime to advance by at least advance within
@@ -121,13 +133,9 @@ func keepsPlaying(t *testing.T, p *browsertest.Page, advance, limit time.Duratio
 	start := time.Now()
 	err := p.WaitFor(limit, fmt.Sprintf(`window.backchannel.video.currentTime >= %f`, first.T+advance.Seconds()))
 	last := browsertest.MustEval[*pageHLS](p, hlsState)
-	t.Logf("currentTime %.2f → %.2f over %.1f s of wall time (%s, %dx%d, %d waiting events since start)", first.T, last.T, time.Since(start).Seconds(), last.Engine, last.W, last.H, last.Waits)
+	logPlayed(t, first, last, time.Since(start).Seconds())
 	if err != nil {
-		timeline, _ := browsertest.Eval[[]string](p, `window.__timeline`)
-		t.Errorf("currentTime did not advance %v within %v; hls.js log %q; timeline:\n%s", advance, limit, last.Log, strings.Join(timeline, "\n"))
-	}
-	if last.Session {
-		t.Error("a WHEP session is open while playing HLS")
+		t.Errorf("currentTime did not advance %v within %v; %s", advance, limit, stallReport(p, last))
 	}
 }
 

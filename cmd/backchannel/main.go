@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backchannel/backchannel/application"
+	"github.com/backchannel/backchannel/connection"
 	"github.com/backchannel/backchannel/internal/cluster"
 	"github.com/backchannel/backchannel/internal/node"
 )
@@ -99,8 +101,8 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		origins    = fs.String("allowed-origins", "", "comma-separated Origin host patterns allowed on /ws (default: same host)")
 		pprofFlag  = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ (operator key required)")
 		wsTransp   = fs.String("ws-transport", "epoll", "control-link transport: epoll (no goroutine per idle link) or coder (coder/websocket)")
-		replyDelay = fs.Duration("reply-delay", 250*time.Millisecond, "connection: longest a vote's ack waits for another frame to the same link, to share its write")
-		audience   = fs.Duration("audience-interval", 500*time.Millisecond, "application: least time between two poll results messages to one group (at most 2 per second by design)")
+		replyDelay = fs.Duration("reply-delay", connection.DefaultReplyDelay, fmt.Sprintf("connection: longest a vote's ack waits for another frame to the same link, to share its write (at most %v)", connection.MaxReplyDelay))
+		audience   = fs.Duration("audience-interval", application.MinAudienceInterval, "application: least time between two poll results messages to one group (the default is also the shortest allowed)")
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
 		nodeID     = fs.String("node-id", "", "this node's id (default: host name)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")

@@ -117,8 +117,8 @@ func BenchmarkLoopbackFloor(b *testing.B) {
 	if total != b.N {
 		b.Fatalf("read %d frames, sent %d", total, b.N)
 	}
-	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
-	sys := time.Duration(after.Stime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	sys := time.Duration(after.Stime.Nano() - before.Stime.Nano())
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/frame")
 	b.ReportMetric(float64(sys.Microseconds())/float64(b.N), "sys-µs/frame")
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "frames/s")
