@@ -40,6 +40,9 @@ func TestClusterOfProcesses(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if err := app.WaitMembers("edge", 1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	wsURL := waitConnect(ctx, t, app, "")
 	viewer := dialWS(t, wsURL, app.URL)
 	viewer.send(map[string]any{"t": "hello", "ua": "cluster-test"})

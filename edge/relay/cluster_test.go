@@ -55,6 +55,13 @@ func TestClusterEdges(t *testing.T) {
 	sp := edge("edge-sp", "sa", -23.55, -46.63, "--max-viewers", "1")
 	fra := edge("edge-fra", "eu", 50.11, 8.68)
 	par := edge("edge-par", "eu", 48.86, 2.35)
+	// The ingest node serves WHEP too: four edges in the view of the
+	// application (placement) and of the São Paulo edge (redirects).
+	for _, p := range []*clustertest.Proc{app, sp} {
+		if err := p.WaitMembers("edge", 4, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	publishKey, _ := ingest.Keys()
 	_, operatorKey := app.Keys()
 

@@ -212,6 +212,38 @@ func (p *Proc) Keys() (publish, operator string) {
 	return publish, operator
 }
 
+// WaitMembers waits until the node's cluster view (its
+// backchannel_cluster_members gauge) counts at least n live nodes with role,
+// so a test does not act before gossip has told the node about its peers.
+func (p *Proc) WaitMembers(role string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	label := `role="` + role + `"`
+	seen := -1
+	for {
+		res, err := http.Get(p.URL + "/metrics")
+		if err == nil {
+			var body bytes.Buffer
+			_, _ = body.ReadFrom(res.Body)
+			res.Body.Close()
+			for _, line := range strings.Split(body.String(), "\n") {
+				labels, value, ok := strings.Cut(line, "} ")
+				if ok && strings.HasPrefix(labels, "backchannel_cluster_members{") && strings.Contains(labels, label) {
+					if f, err := strconv.ParseFloat(value, 64); err == nil {
+						seen = int(f)
+					}
+				}
+			}
+			if seen >= n {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s sees %d %s nodes after %v, want %d (last error %v)", p.ID, seen, role, timeout, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Connect asks a node's /connect for a control-link URL.
 func (p *Proc) Connect(ctx context.Context) (string, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/connect", nil)
