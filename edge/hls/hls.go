@@ -155,7 +155,7 @@ func (s *Server) janitor() {
 				m.mu.Lock()
 				ended := m.ended
 				m.mu.Unlock()
-				if ended || now.Sub(m.idleSince()) > s.cfg.IdleTimeout {
+				if ended || m.idle(now, s.cfg.IdleTimeout) {
 					delete(s.muxers, name)
 					gone = append(gone, m)
 				}
@@ -171,7 +171,8 @@ func (s *Server) janitor() {
 
 var errOffline = errors.New("stream is not on air")
 
-// muxerFor returns the stream's packager, starting one if needed.
+// muxerFor returns the stream's packager, starting one if needed, held for
+// the caller, who releases it.
 func (s *Server) muxerFor(name string) (*muxer, error) {
 	var gone *muxer
 	defer func() {
@@ -189,7 +190,7 @@ func (s *Server) muxerFor(name string) (*muxer, error) {
 		ended := m.ended
 		m.mu.Unlock()
 		if !ended {
-			m.touch()
+			m.hold()
 			return m, nil
 		}
 		delete(s.muxers, name)
@@ -205,6 +206,7 @@ func (s *Server) muxerFor(name string) (*muxer, error) {
 		return nil, err
 	}
 	m.seg = seg
+	m.hold()
 	s.muxers[name] = m
 	s.metrics.started.Inc()
 	return m, nil
@@ -277,7 +279,8 @@ func (s *Server) notFound(w http.ResponseWriter, detail string) {
 	problem.Write(w, http.StatusNotFound, detail)
 }
 
-// openMuxer answers the request's error itself when there is no packager.
+// openMuxer answers the request's error itself when there is no packager;
+// the caller releases the packager it gets.
 func (s *Server) openMuxer(w http.ResponseWriter, stream string) *muxer {
 	m, err := s.muxerFor(stream)
 	switch {
@@ -328,6 +331,7 @@ func (s *Server) serveMultivariant(w http.ResponseWriter, r *http.Request, strea
 	if m == nil {
 		return
 	}
+	defer m.release()
 	if !m.waitFor(r.Context(), s.cfg.StartTimeout, func() bool { return m.state.ready }) {
 		s.notReady(w, m, stream)
 		return
@@ -403,6 +407,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, stream strin
 	if m == nil {
 		return
 	}
+	defer m.release()
 	timeout := s.cfg.StartTimeout
 	var cond func() bool
 	if msn < 0 {
@@ -497,12 +502,19 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name 
 	}
 	s.mu.Lock()
 	m := s.muxers[stream]
+	if m != nil {
+		m.hold()
+	}
 	s.mu.Unlock()
-	if m == nil || m.token != token {
+	if m == nil {
 		s.notFound(w, "this HLS resource is gone: reload the playlist")
 		return
 	}
-	m.touch()
+	defer m.release()
+	if m.token != token {
+		s.notFound(w, "this HLS resource is gone: reload the playlist")
+		return
+	}
 	var data []byte
 	switch kind {
 	case "init":

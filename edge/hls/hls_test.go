@@ -423,6 +423,28 @@ func TestIdleAndEndedPackagersClose(t *testing.T) {
 	}
 }
 
+// TestPackagerInUseIsNotIdle: a blocking playlist request that outlasts
+// IdleTimeout keeps its packager (and the media names the player holds).
+func TestPackagerInUseIsNotIdle(t *testing.T) {
+	h := start(t, cmaftest.DemoClip(t, 1), hls.Config{IdleTimeout: 300 * time.Millisecond})
+	first := h.get(t, "/hls/live/media.m3u8")
+	hint := hintRE.FindStringSubmatch(first.body)
+	if first.status != 200 || hint == nil {
+		t.Fatalf("%d:\n%s", first.status, first.body)
+	}
+	msn, _ := strconv.Atoi(hint[2])
+	r := h.get(t, fmt.Sprintf("/hls/live/media.m3u8?_HLS_msn=%d", msn+1))
+	if r.took < 300*time.Millisecond {
+		t.Fatalf("the request waited %v, not longer than IdleTimeout: nothing tested", r.took)
+	}
+	if r.status != 200 || !strings.Contains(r.body, fmt.Sprintf("seg-%s-%d.mp4", hint[1], msn+1)) {
+		t.Fatalf("after %v: %d, want segment %d of the same packager (%s):\n%s", r.took, r.status, msn+1, hint[1], r.body)
+	}
+	if n := h.srv.Muxers(); n != 1 {
+		t.Fatalf("%d packagers right after the request", n)
+	}
+}
+
 // TestFFmpegReadsLiveHLS: ffprobe reads the live playlist's init and
 // segments (codecs, size, frame rate, monotonic timestamps) and ffmpeg
 // decodes it without a message.

@@ -22,7 +22,8 @@ type muxer struct {
 	cfg    *Config
 	token  string // in every media URI: a restarted muxer never reuses a URI
 	seg    *cmaf.Segmenter
-	access atomic.Int64 // unix nanoseconds of the last request
+	access atomic.Int64 // unix nanoseconds of the last request's start or end
+	users  atomic.Int32 // requests being served: a packager in use is never idle
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every change
@@ -75,6 +76,17 @@ func newMuxer(name string, cfg *Config) *muxer {
 }
 
 func (m *muxer) touch() { m.access.Store(time.Now().UnixNano()) }
+
+// hold marks a request in progress (a blocking playlist reload can outlast
+// IdleTimeout); release ends it, restarting the idle clock.
+func (m *muxer) hold() { m.users.Add(1); m.touch() }
+
+func (m *muxer) release() { m.touch(); m.users.Add(-1) }
+
+// idle reports whether nobody has used the packager for longer than d.
+func (m *muxer) idle(now time.Time, d time.Duration) bool {
+	return m.users.Load() == 0 && now.Sub(m.idleSince()) > d
+}
 
 func (m *muxer) idleSince() time.Time { return time.Unix(0, m.access.Load()) }
 
