@@ -134,7 +134,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler serves the /whep/ prefix.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+func (s *Server) Handler() http.Handler {
+	return rtc.SessionRoutes{Prefix: "/whep/", Kind: "WHEP", Create: s.createViewer, End: s.endViewer, Reject: s.reject}
+}
 
 // Viewers is the number of WHEP sessions (connecting or playing).
 func (s *Server) Viewers() int {
@@ -158,42 +160,8 @@ func (s *Server) Close() error {
 	return nil
 }
 
-const (
-	endpointMethods = "POST, OPTIONS"
-	resourceMethods = "DELETE, OPTIONS"
-)
-
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	rtc.SetCORS(w.Header())
-	rest, ok := strings.CutPrefix(r.URL.Path, "/whep/")
-	if !ok {
-		rest = strings.TrimPrefix(r.URL.Path, "/") // mounted with StripPrefix
-	}
-	parts := strings.Split(rest, "/")
-	switch {
-	case len(parts) == 1 && parts[0] != "":
-		s.serveEndpoint(w, r, parts[0])
-	case len(parts) == 2 && parts[0] != "" && parts[1] != "":
-		s.serveResource(w, r, parts[0], parts[1])
-	default:
-		problem.Write(w, http.StatusNotFound, "use /whep/{stream}")
-	}
-}
-
-func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream string) {
-	switch r.Method {
-	case http.MethodOptions:
-		rtc.WritePreflight(w, endpointMethods)
-		return
-	case http.MethodPost:
-	default:
-		rtc.WriteMethodNotAllowed(w, endpointMethods)
-		return
-	}
-	if !media.ValidStreamName(stream) {
-		s.reject(w, "bad_stream", http.StatusBadRequest, media.StreamNameRule)
-		return
-	}
+// createViewer answers a POST /whep/{stream}.
+func (s *Server) createViewer(w http.ResponseWriter, r *http.Request, stream string) {
 	offerSDP, ok := rtc.ReadSDP(w, r)
 	if !ok {
 		s.metrics.rejections.WithLabelValues("bad_request").Inc()
@@ -232,40 +200,22 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		s.reject(w, "bad_offer", status, err.Error())
 		return
 	}
-	h := w.Header()
 	if relay != "" {
-		h.Set(TracksHeader, tracksHeader(plans))
+		w.Header().Set(TracksHeader, tracksHeader(plans))
 	}
-	h.Set("Content-Type", rtc.ContentTypeSDP)
-	h.Set("Location", rtc.ResourceURL(s.cfg.PublicURL, "/whep/"+stream+"/"+v.id))
-	h.Set("ETag", v.etag)
-	h.Set("Cache-Control", "no-store")
-	for _, l := range rtc.LinkHeaders(s.cfg.RTC.ICEServers()) {
-		h.Add("Link", l)
-	}
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write([]byte(answer))
+	rtc.WriteCreated(w, rtc.ResourceURL(s.cfg.PublicURL, "/whep/"+stream+"/"+v.id), v.etag, s.cfg.RTC.ICEServers(), answer)
 }
 
-func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, stream, id string) {
-	switch r.Method {
-	case http.MethodOptions:
-		rtc.WritePreflight(w, resourceMethods)
-	case http.MethodDelete:
-		s.mu.Lock()
-		v := s.viewers[id]
-		s.mu.Unlock()
-		if v == nil || v.stream != stream {
-			problem.Write(w, http.StatusNotFound, "no such WHEP session")
-			return
-		}
-		v.close("deleted by client")
-		w.WriteHeader(http.StatusOK)
-	default:
-		// No trickle ICE or ICE restart (PATCH): answers carry every
-		// candidate, and a viewer whose network changes plays again.
-		rtc.WriteMethodNotAllowed(w, resourceMethods)
+// endViewer answers a DELETE on a viewer's session URL.
+func (s *Server) endViewer(stream, id string) bool {
+	s.mu.Lock()
+	v := s.viewers[id]
+	s.mu.Unlock()
+	if v == nil || v.stream != stream {
+		return false
 	}
+	v.close("deleted by client")
+	return true
 }
 
 // lookup finds the stream on air here, or has the upstream bring it.

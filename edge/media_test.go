@@ -151,12 +151,15 @@ func TestTakeoverWithNewCodecClosesViewers(t *testing.T) {
 	viewer := play(t, srv, "s")
 	srv.WaitSinks(t, "s", media.KindVideo, 1)
 	publish(t, srv, "s", whipclient.WithoutAudio(), whipclient.WithVideoCodec(whipclient.VP8))
+	waitFor(t, "edge to drop the viewer", 10*time.Second, func() bool { return srv.Edge.Viewers() == 0 })
+	// The viewer hears of it from the DTLS close alert, at once; should
+	// that one datagram be lost (a loaded machine's full socket buffer),
+	// from ICE consent failing, within pion's 5 s + 25 s.
 	select {
 	case <-viewer.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("viewer kept after the codec changed")
+	case <-time.After(35 * time.Second):
+		t.Fatal("viewer's connection still up after the edge dropped it")
 	}
-	waitFor(t, "edge to drop the viewer", 5*time.Second, func() bool { return srv.Edge.Viewers() == 0 })
 	// A new viewer gets the new codec.
 	again := play(t, srv, "s")
 	if c, ok := again.Codec(webrtc.RTPCodecTypeVideo); !ok || c.MimeType != webrtc.MimeTypeVP8 {

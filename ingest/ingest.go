@@ -140,7 +140,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler serves the /whip/ prefix.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+func (s *Server) Handler() http.Handler {
+	return rtc.SessionRoutes{Prefix: "/whip/", Kind: "WHIP", Create: s.publish, End: s.endSession, Reject: s.reject}
+}
 
 // Sessions is the number of WHIP sessions (connecting or publishing).
 func (s *Server) Sessions() int {
@@ -167,42 +169,8 @@ func (s *Server) Close() error {
 	return nil
 }
 
-const (
-	endpointMethods = "POST, OPTIONS"
-	resourceMethods = "DELETE, OPTIONS"
-)
-
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	rtc.SetCORS(w.Header())
-	rest, ok := strings.CutPrefix(r.URL.Path, "/whip/")
-	if !ok {
-		rest = strings.TrimPrefix(r.URL.Path, "/") // mounted with StripPrefix
-	}
-	parts := strings.Split(rest, "/")
-	switch {
-	case len(parts) == 1 && parts[0] != "":
-		s.serveEndpoint(w, r, parts[0])
-	case len(parts) == 2 && parts[0] != "" && parts[1] != "":
-		s.serveResource(w, r, parts[0], parts[1])
-	default:
-		problem.Write(w, http.StatusNotFound, "use /whip/{stream}")
-	}
-}
-
-func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream string) {
-	switch r.Method {
-	case http.MethodOptions:
-		rtc.WritePreflight(w, endpointMethods)
-		return
-	case http.MethodPost:
-	default:
-		rtc.WriteMethodNotAllowed(w, endpointMethods)
-		return
-	}
-	if !media.ValidStreamName(stream) {
-		s.reject(w, "bad_stream", http.StatusBadRequest, media.StreamNameRule)
-		return
-	}
+// publish answers a POST /whip/{stream}.
+func (s *Server) publish(w http.ResponseWriter, r *http.Request, stream string) {
 	key, hasBearer := bearer(r)
 	keyID, keyOK := "", false
 	if hasBearer {
@@ -246,39 +214,19 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, stream st
 		s.reject(w, "bad_offer", status, err.Error())
 		return
 	}
-	loc := rtc.ResourceURL(s.cfg.PublicURL, "/whip/"+stream+"/"+ss.id)
-	h := w.Header()
-	h.Set("Content-Type", rtc.ContentTypeSDP)
-	h.Set("Location", loc)
-	h.Set("ETag", ss.etag)
-	h.Set("Cache-Control", "no-store")
-	for _, v := range rtc.LinkHeaders(s.cfg.RTC.ICEServers()) {
-		h.Add("Link", v)
-	}
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write([]byte(answer))
+	rtc.WriteCreated(w, rtc.ResourceURL(s.cfg.PublicURL, "/whip/"+stream+"/"+ss.id), ss.etag, s.cfg.RTC.ICEServers(), answer)
 }
 
-func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, stream, id string) {
-	switch r.Method {
-	case http.MethodOptions:
-		rtc.WritePreflight(w, resourceMethods)
-	case http.MethodDelete:
-		s.mu.Lock()
-		ss := s.sessions[id]
-		s.mu.Unlock()
-		if ss == nil || ss.stream != stream {
-			problem.Write(w, http.StatusNotFound, "no such WHIP session")
-			return
-		}
-		ss.close("deleted by client")
-		w.WriteHeader(http.StatusOK)
-	default:
-		// Trickle ICE and ICE restarts (PATCH) are not supported: answers
-		// carry every candidate, and a client whose network changes
-		// publishes again (taking its own stream over).
-		rtc.WriteMethodNotAllowed(w, resourceMethods)
+// endSession answers a DELETE on a publisher's session URL.
+func (s *Server) endSession(stream, id string) bool {
+	s.mu.Lock()
+	ss := s.sessions[id]
+	s.mu.Unlock()
+	if ss == nil || ss.stream != stream {
+		return false
 	}
+	ss.close("deleted by client")
+	return true
 }
 
 func (s *Server) reject(w http.ResponseWriter, reason string, status int, detail string) {
