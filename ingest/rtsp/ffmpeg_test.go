@@ -42,7 +42,7 @@ func TestFFmpegPublishPlaysOverWHEP(t *testing.T) {
 			if first := aus[0]; !hasIDR(first) {
 				t.Fatal("the viewer's first access unit is not an IDR picture")
 			}
-			frames, w, h := decodeH264(t, aus)
+			frames, w, h := v.decode(t)
 			if frames != len(aus) || w != 640 || h != 360 {
 				t.Fatalf("decoded %d frames of %dx%d from %d access units", frames, w, h, len(aus))
 			}
@@ -138,7 +138,7 @@ func TestFFmpegDefaultsWithAAC(t *testing.T) {
 	if sps == nil || sps.Width != 640 || sps.ProfileIDC != 100 {
 		t.Fatalf("SPS %+v", sps)
 	}
-	frames, _, _ := decodeH264(t, aus)
+	frames, _, _ := viewer.decode(t)
 	if frames != len(aus) || frames < 25 {
 		t.Fatalf("decoded %d of %d access units", frames, len(aus))
 	}
