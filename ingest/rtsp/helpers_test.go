@@ -3,10 +3,7 @@ package rtsp_test
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -258,7 +255,7 @@ func (v *viewer) decode(t testing.TB) (frames, width, height int) {
 	v.mu.Lock()
 	aus, st := append([][][]byte(nil), v.aus...), v.depack.Stats()
 	v.mu.Unlock()
-	frames, width, height, complaints := decodeH264(t, aus)
+	frames, width, height, complaints := whiptest.DecodeH264(t, strings.Replace(ffmpegBinary(t), "ffmpeg", "ffprobe", 1), aus)
 	switch {
 	case complaints == "":
 	case st.PacketsLost > 0 && st.AccessUnitsDropped*50 <= uint64(len(aus)):
@@ -267,32 +264,6 @@ func (v *viewer) decode(t testing.TB) (frames, width, height int) {
 		t.Fatalf("decoder complained (packets lost %d, access units dropped %d of %d):\n%s", st.PacketsLost, st.AccessUnitsDropped, len(aus), complaints)
 	}
 	return frames, width, height
-}
-
-// decodeH264 writes access units as an Annex B file and has ffmpeg decode
-// it, returning the frame count, the picture size and what the decoder
-// complained about.
-func decodeH264(t testing.TB, aus [][][]byte) (frames, width, height int, complaints string) {
-	t.Helper()
-	var annexB []byte
-	for _, au := range aus {
-		annexB = h264.AppendAnnexB(annexB, au)
-	}
-	path := filepath.Join(t.TempDir(), "viewer.h264")
-	if err := os.WriteFile(path, annexB, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(strings.Replace(ffmpegBinary(t), "ffmpeg", "ffprobe", 1), "-v", "error", "-count_frames",
-		"-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,width,height", "-of", "csv=p=0", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffprobe: %v\n%s", err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	last := lines[len(lines)-1]
-	if _, err := fmt.Sscanf(last, "%d,%d,%d", &width, &height, &frames); err != nil {
-		t.Fatalf("ffprobe output %q: %v", out, err)
-	}
-	return frames, width, height, strings.Join(lines[:len(lines)-1], "\n")
 }
 
 // opusPacket is the i-th packet of a 20 ms Opus stream (a silence frame).
