@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+
+	"github.com/backchannel/backchannel/internal/udpbuf"
 )
 
 // udpHandler receives the datagrams of one registered source address.
@@ -82,6 +84,7 @@ func listenUDPPair(addr string) (*udpPair, error) {
 }
 
 func newUDPPair(r, c *net.UDPConn) *udpPair {
+	udpbuf.Grow(r, udpbuf.DefaultBytes) // every UDP publisher's media
 	u := &udpPair{rtp: r, rtcp: c}
 	u.routes[0] = map[netip.AddrPort]udpRoute{}
 	u.routes[1] = map[netip.AddrPort]udpRoute{}

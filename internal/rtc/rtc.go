@@ -20,6 +20,8 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/backchannel/backchannel/internal/udpbuf"
 )
 
 // Config configures the shared transport.
@@ -95,6 +97,7 @@ func Listen(cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	logger := cfg.Logger.With("component", "rtc")
+	rcv, snd := udpbuf.Grow(udp, udpbuf.DefaultBytes)
 	lf := LoggerFactory(cfg.Logger)
 	t := &Transport{
 		cfg:    cfg,
@@ -106,8 +109,15 @@ func Listen(cfg Config) (*Transport, error) {
 	}
 	logger.Info("ICE transport listening", "udp", udp.LocalAddr().String(), "tcp", tcp.Addr().String(),
 		"public_ips", strings.Join(cfg.PublicIPs, ","))
+	if rcv < udpbuf.DefaultBytes || snd < udpbuf.DefaultBytes {
+		logger.Info("ICE UDP socket buffers are smaller than asked for; raise net.core.rmem_max and net.core.wmem_max (or grant CAP_NET_ADMIN)",
+			"receive_bytes", rcv, "send_bytes", snd, "wanted_bytes", udpbuf.DefaultBytes)
+	}
 	return t, nil
 }
+
+// UDPBuffers is the ICE mux socket's usable kernel receive and send buffer.
+func (t *Transport) UDPBuffers() (receive, send int) { return udpbuf.Sizes(t.udp) }
 
 // listenPair binds UDP and TCP on the same port. With port 0 the kernel picks
 // the UDP port and TCP may find it taken; a few fresh picks settle that.

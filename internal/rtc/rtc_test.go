@@ -10,6 +10,8 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/backchannel/backchannel/internal/udpbuf"
 )
 
 func TestListenSharesPortBetweenUDPAndTCP(t *testing.T) {
@@ -20,6 +22,16 @@ func TestListenSharesPortBetweenUDPAndTCP(t *testing.T) {
 	defer tr.Close()
 	if tr.Addr().Port == 0 || tr.Addr().Port != tr.TCPAddr().Port {
 		t.Fatalf("UDP %v and TCP %v differ", tr.Addr(), tr.TCPAddr())
+	}
+	// The shared socket's kernel buffers were grown (udpbuf).
+	fresh, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, s0 := udpbuf.Sizes(fresh)
+	fresh.Close()
+	if r, s := tr.UDPBuffers(); r <= r0 || s <= s0 {
+		t.Errorf("ICE socket buffers %d/%d, no larger than a fresh socket's %d/%d", r, s, r0, s0)
 	}
 	// The ports are really bound.
 	if _, err := net.ListenUDP("udp4", tr.Addr()); err == nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,9 +25,12 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/backchannel/backchannel/internal/rtc"
+	"github.com/backchannel/backchannel/internal/udpbuf"
 )
 
 // Default codecs: what browsers publish by default and what every viewer
@@ -147,14 +151,35 @@ func newConfig(opts []Option) *config {
 
 // DefaultSettingEngine is what the clients use unless told otherwise:
 // host candidates including loopback (servers under test listen there),
-// no mDNS.
+// no mDNS, UDP sockets with large kernel buffers.
 func DefaultSettingEngine() webrtc.SettingEngine {
 	var se webrtc.SettingEngine
+	if n, err := stdnet.NewNet(); err == nil {
+		se.SetNet(bufferedNet{n})
+	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetSRTPProtectionProfiles(rtc.PreferredSRTPProfiles()...)
 	return se
+}
+
+// clientBufferBytes is the kernel receive and send buffer of a client's
+// UDP sockets. A relay or a player on a busy machine may not read for a
+// moment; a keyframe burst must wait in the kernel rather than be
+// dropped (the first packets of a stream cannot be asked for again).
+const clientBufferBytes = 4 << 20
+
+// bufferedNet is the standard network whose UDP sockets get
+// clientBufferBytes.
+type bufferedNet struct{ *stdnet.Net }
+
+func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if u, ok := c.(*net.UDPConn); ok && err == nil {
+		udpbuf.Grow(u, clientBufferBytes)
+	}
+	return c, err
 }
 
 // HTTPError is a signalling request the server refused.
