@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -21,7 +22,10 @@ type trackInput struct {
 	mu     sync.Mutex
 	writer *media.TrackWriter
 	h264   *h264Normalizer
-	ssrc   uint32 // the source's SSRC, once seen (for keyframe requests)
+	// The source's SSRC, once seen, for keyframe requests. Atomic: the
+	// stream asks for a keyframe from inside writeRTP (a new source's
+	// first frames are deltas), with mu held.
+	ssrc atomic.Uint32
 
 	packets, bytes prometheus.Counter
 	dropped        prometheus.Counter
@@ -78,7 +82,7 @@ func (in *trackInput) writeRTP(b []byte) error {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.ssrc = p.SSRC
+	in.ssrc.Store(p.SSRC)
 	if in.writer == nil {
 		return nil
 	}
@@ -118,11 +122,7 @@ func (in *trackInput) writeRTCP(b []byte) error {
 }
 
 // sourceSSRC returns the SSRC the source sends with (0 before a packet).
-func (in *trackInput) sourceSSRC() uint32 {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.ssrc
-}
+func (in *trackInput) sourceSSRC() uint32 { return in.ssrc.Load() }
 
 // chooseInputs picks the tracks to publish: the first supported video and
 // the first supported audio among those given.

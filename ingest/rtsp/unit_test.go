@@ -416,3 +416,50 @@ func FuzzControlTail(f *testing.F) {
 		_ = tailOf(s)
 	})
 }
+
+// keyframeAsker is a media.Source that, like the RTSP sessions, reads the
+// source SSRC of its input when the stream asks for a keyframe.
+type keyframeAsker struct {
+	in   *trackInput
+	asks chan uint32
+}
+
+func (k *keyframeAsker) RequestKeyframe(media.Kind) { k.asks <- k.in.sourceSSRC() }
+func (k *keyframeAsker) Close() error               { return nil }
+
+// A new video source is joined at a keyframe: its first delta frames make
+// the stream ask the publisher for one, from inside the input's own write.
+// That request must not wait for the write to finish.
+func TestKeyframeRequestFromTheWritePath(t *testing.T) {
+	reg := media.NewRegistry("test")
+	in := newTrackInput(Media{Kind: media.KindVideo, Codec: media.Codec{MimeType: media.MimeH264, ClockRate: 90000, Fmtp: "packetization-mode=1;profile-level-id=42e01f"}}, nil)
+	src := &keyframeAsker{in: in, asks: make(chan uint32, 4)}
+	pub, err := reg.Publish("cam", media.PublisherInfo{Protocol: media.ProtocolRTSP}, []media.Codec{in.registryCodec()}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := pub.Track(media.KindVideo)
+	in.attach(w)
+	delta := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 3000, SSRC: 0xcafe, Marker: true},
+		Payload: []byte{0x41, 0x9a, 1, 2, 3}} // a non-IDR slice
+	b, _ := delta.Marshal()
+	done := make(chan error, 1)
+	go func() { done <- in.writeRTP(b) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close() // not on a deadlock: it would wait for the stuck write
+	case <-time.After(5 * time.Second):
+		t.Fatal("writing a delta frame deadlocked on the keyframe request it caused")
+	}
+	select {
+	case ssrc := <-src.asks:
+		if ssrc != 0xcafe {
+			t.Fatalf("keyframe asked for SSRC %#x, want the source's 0xcafe", ssrc)
+		}
+	default:
+		t.Fatal("no keyframe request for a stream that starts with a delta frame")
+	}
+}

@@ -64,7 +64,10 @@ type Event struct {
 // Source is the publisher side of a publication, as the stream sees it.
 type Source interface {
 	// RequestKeyframe asks the publisher for a keyframe on its track of
-	// the given kind (e.g. with an RTCP PLI). It must not block for long.
+	// the given kind (e.g. with an RTCP PLI). It must not block for long,
+	// and it may be called from inside the publisher's own
+	// TrackWriter.WriteRTP (a new source's first frames are not a
+	// keyframe): it must not take a lock held around that call.
 	RequestKeyframe(kind Kind)
 	// Close ends the publisher's session: a newer publisher took the
 	// stream over, or the registry was told to end it (EndPublishers, e.g.
