@@ -18,8 +18,8 @@ SERIAL_PKGS := ./e2e ./player ./internal/demo ./ingest ./application
 
 test: test-deps web ## every test: unit, fuzz seeds, end-to-end, browser
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -x -F $(foreach p,$(SERIAL_PKGS),-e github.com/backchannel/backchannel/$(p:./%=%)))
-	$(GO) test -count=1 -timeout 20m -p 1 $(SERIAL_PKGS)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list $(PKGS) | grep -v -x -F $(foreach p,$(SERIAL_PKGS),-e github.com/backchannel/backchannel/$(p:./%=%)))
+	$(GO) test -count=1 -timeout 10m -p 1 $(SERIAL_PKGS)
 
 test-deps:
 	@scripts/test-deps.sh
