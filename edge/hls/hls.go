@@ -502,8 +502,10 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name 
 	}
 	s.mu.Lock()
 	m := s.muxers[stream]
-	if m != nil {
+	if m != nil && m.token == token {
 		m.hold()
+	} else {
+		m = nil
 	}
 	s.mu.Unlock()
 	if m == nil {
@@ -511,10 +513,6 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, stream, name 
 		return
 	}
 	defer m.release()
-	if m.token != token {
-		s.notFound(w, "this HLS resource is gone: reload the playlist")
-		return
-	}
 	var data []byte
 	switch kind {
 	case "init":

@@ -116,9 +116,6 @@ func Listen(cfg Config) (*Transport, error) {
 	return t, nil
 }
 
-// UDPBuffers is the ICE mux socket's usable kernel receive and send buffer.
-func (t *Transport) UDPBuffers() (receive, send int) { return udpbuf.Sizes(t.udp) }
-
 // listenPair binds UDP and TCP on the same port. With port 0 the kernel picks
 // the UDP port and TCP may find it taken; a few fresh picks settle that.
 func listenPair(udpNet, tcpNet, host string, port int) (*net.UDPConn, *net.TCPListener, error) {

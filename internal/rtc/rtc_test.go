@@ -30,7 +30,7 @@ func TestListenSharesPortBetweenUDPAndTCP(t *testing.T) {
 	}
 	r0, s0 := udpbuf.Sizes(fresh)
 	fresh.Close()
-	if r, s := tr.UDPBuffers(); r <= r0 || s <= s0 {
+	if r, s := udpbuf.Sizes(tr.UDPConn()); r <= r0 || s <= s0 {
 		t.Errorf("ICE socket buffers %d/%d, no larger than a fresh socket's %d/%d", r, s, r0, s0)
 	}
 	// The ports are really bound.
