@@ -40,7 +40,7 @@ type pollState struct {
 }
 
 func (s *Server) newPollState(p polls.Poll) *pollState {
-	return &pollState{poll: p, audience: p.Audience(), tally: polls.NewTally(len(p.Choices)), changed: make(chan struct{})}
+	return &pollState{poll: p, audience: p.Audience(), tally: polls.NewTally(len(p.Choices), s.index.Count(p.Group)), changed: make(chan struct{})}
 }
 
 // notify wakes live-results watchers. Callers hold Server.mu. Between two
@@ -131,7 +131,7 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 		if prev, ok := ps.tally.Choice(p.uid); !ok || prev != choice {
 			return control.ErrCodePollClosed, "the poll is closed"
 		}
-	case !ps.audience.Match(p.attrs):
+	case !p.inAudience(ps):
 		return control.ErrCodeNotAudience, "this poll is not for you"
 	default:
 		outcome := ps.tally.ApplyDims(p.uid, choice, p.dims)

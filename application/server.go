@@ -91,6 +91,12 @@ type profile struct {
 	attrs    groups.Attrs
 	dims     polls.Dims
 	dimAttrs groups.Attrs
+	// Whether the link is in the audience of polls with audience group
+	// audGroup (a poll's audience is a function of its group id): the
+	// polls of one stream share it, so a voter's votes in them are
+	// checked once, not each by a walk of its attributes.
+	audGroup string
+	audMatch bool
 }
 
 // setAttrs records the link's current attributes; callers hold Server.mu.
@@ -98,6 +104,16 @@ func (p *profile) setAttrs(all groups.Attrs) {
 	p.attrs = all
 	p.dims = polls.DimsOf(all)
 	p.dimAttrs = p.dims.Attrs()
+	p.audGroup = ""
+}
+
+// inAudience reports whether the link may vote in ps; callers hold
+// Server.mu.
+func (p *profile) inAudience(ps *pollState) bool {
+	if p.audGroup == "" || p.audGroup != ps.poll.Group {
+		p.audGroup, p.audMatch = ps.poll.Group, ps.audience.Match(p.attrs)
+	}
+	return p.audMatch
 }
 
 // MinAudienceInterval is the default and the shortest time between two

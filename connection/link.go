@@ -116,7 +116,19 @@ func newFrame(payload []byte) []byte { return wsepoll.Frame(payload) }
 // deliver hands a frame to the transport and applies the slow-consumer
 // policy to the outcome. It reports whether the frame was accepted.
 func (l *link) deliver(frame []byte, key string, critical bool) bool {
-	switch l.ws.Send(frame, key, critical) {
+	return l.deliverVia(nil, frame, key, critical)
+}
+
+// deliverVia is deliver with the write, on the epoll transport, gathered
+// into b (a fan-out's one system call for many links).
+func (l *link) deliverVia(b *wsepoll.Batch, frame []byte, key string, critical bool) bool {
+	var r wsepoll.SendResult
+	if c, ok := l.ws.(*wsepoll.Conn); ok && b != nil {
+		r = b.Send(c, frame, key, critical)
+	} else {
+		r = l.ws.Send(frame, key, critical)
+	}
+	switch r {
 	case wsepoll.Sent, wsepoll.Queued:
 		return true
 	case wsepoll.Replaced, wsepoll.Dropped:

@@ -767,8 +767,10 @@ func (s *Server) fanout(group string, payload []byte, critical bool) {
 		return
 	}
 	deliver := func(part []*link) {
+		b := s.epoll.Batch()
+		defer b.Release()
 		for _, l := range part {
-			l.deliver(frame, key, critical)
+			l.deliverVia(b, frame, key, critical)
 		}
 	}
 	shards := min((n+s.cfg.FanoutShard-1)/s.cfg.FanoutShard, runtime.GOMAXPROCS(0))

@@ -74,7 +74,7 @@ func TestPollTargetAndTiming(t *testing.T) {
 }
 
 func TestTallyOneVotePerUser(t *testing.T) {
-	tl := NewTally(3)
+	tl := NewTally(3, 2)
 	br := groups.Attrs{"country": "BR", "device": "mobile"}
 	de := groups.Attrs{"country": "DE", "device": "desktop"}
 	if tl.Apply("u1", 0, br) != Counted || tl.Apply("u2", 0, de) != Counted || tl.Apply("u3", 2, de) != Counted {

@@ -89,10 +89,18 @@ type tallyVote struct {
 	choice int32
 }
 
-// NewTally returns an empty tally for a poll with n choices.
-func NewTally(n int) *Tally {
-	return &Tally{n: n, counts: make([]int64, n), votes: make(map[string]tallyVote), byDims: make(map[Dims][]int64)}
+// NewTally returns an empty tally for a poll with n choices, with room
+// for about voters votes before it grows (the audience's size when the
+// poll opens, at most maxPresize): growing a map of hundreds of thousands
+// of voters while they vote costs more than the votes.
+func NewTally(n, voters int) *Tally {
+	voters = min(max(voters, 0), maxPresize)
+	return &Tally{n: n, counts: make([]int64, n), votes: make(map[string]tallyVote, voters), byDims: make(map[Dims][]int64)}
 }
+
+// maxPresize bounds what a tally reserves for an audience that may not
+// vote: 64k voters, a few MB.
+const maxPresize = 1 << 16
 
 // Apply records user's vote for choice (0-based; the caller checked its
 // range) with the voter's attributes at the time.

@@ -30,9 +30,13 @@ type File struct {
 	path string
 	log  *slog.Logger
 
-	mu    sync.RWMutex
-	docs  map[string]map[string][]byte // kind → id → doc
-	votes map[string]map[string]Vote   // poll → user → vote
+	mu   sync.RWMutex
+	docs map[string]map[string][]byte // kind → id → doc
+	// poll → every vote saved, in order; a user's later vote supersedes
+	// the earlier (latestVotes). Appending costs far less per vote than
+	// a map that keeps only the latest: dedup is the tally's job while
+	// the poll runs, and is redone here only on reading back.
+	votes map[string]*voteList
 
 	// Writers append encoded records to pending and wait on their channel
 	// in waiters; the committer swaps pending with spare, writes, fsyncs
@@ -91,7 +95,7 @@ func OpenFile(dir string, logger *slog.Logger) (*File, error) {
 	s := &File{
 		log:     logger.With("component", "store"),
 		docs:    make(map[string]map[string][]byte),
-		votes:   make(map[string]map[string]Vote),
+		votes:   make(map[string]*voteList),
 		dimsIDs: make(map[any]uint64),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -205,13 +209,61 @@ func (s *File) apply(rec record) {
 }
 
 func (s *File) applyVote(v Vote) {
-	m := s.votes[v.Poll]
-	if m == nil {
-		m = make(map[string]Vote)
-		s.votes[v.Poll] = m
-	}
 	v.AttrsKey = nil
-	m[v.User] = v
+	l := s.votes[v.Poll]
+	if l == nil {
+		l = &voteList{}
+		s.votes[v.Poll] = l
+	}
+	l.add(v)
+}
+
+// voteList keeps a poll's votes in fixed-size chunks: appending never
+// copies what is there (a slice doubling under a million votes would).
+type voteList struct {
+	chunks [][]Vote
+	n      int
+}
+
+const voteChunk = 4096
+
+func (l *voteList) add(v Vote) {
+	if len(l.chunks) == 0 || len(l.chunks[len(l.chunks)-1]) == voteChunk {
+		l.chunks = append(l.chunks, make([]Vote, 0, voteChunk))
+	}
+	last := &l.chunks[len(l.chunks)-1]
+	*last = append(*last, v)
+	l.n++
+}
+
+// all returns a copy of the votes, in order; callers hold s.mu (read).
+func (l *voteList) all() []Vote {
+	if l == nil {
+		return nil
+	}
+	out := make([]Vote, 0, l.n)
+	for _, c := range l.chunks {
+		out = append(out, c...)
+	}
+	return out
+}
+
+// latestVotes is each user's last vote of list, in the order of those.
+func latestVotes(list []Vote) []Vote {
+	last := make(map[string]int, len(list))
+	for i := range list {
+		last[list[i].User] = i
+	}
+	if len(last) == len(list) {
+		return list
+	}
+	out := make([]Vote, 0, len(last))
+	for i := range list {
+		if last[list[i].User] == i {
+			out = append(out, list[i])
+		}
+	}
+	return out
 }
 
 func (s *File) liveRecords() int {
@@ -219,8 +271,8 @@ func (s *File) liveRecords() int {
 	for _, m := range s.docs {
 		n += len(m)
 	}
-	for _, m := range s.votes {
-		n += len(m)
+	for _, list := range s.votes {
+		n += len(latestVotes(list.all()))
 	}
 	return n
 }
@@ -241,8 +293,8 @@ func (s *File) compact() error {
 	// Votes with equal attributes share one dims record again.
 	dims := map[string]uint64{}
 	var line []byte
-	for _, m := range s.votes {
-		for _, v := range m {
+	for _, list := range s.votes {
+		for _, v := range latestVotes(list.all()) {
 			var id uint64
 			if len(v.Attrs) > 0 {
 				key := string(appendAttrs(nil, v.Attrs))
@@ -543,12 +595,9 @@ func appendJSONString(b []byte, s string) []byte {
 // Votes implements Store.
 func (s *File) Votes(_ context.Context, poll string, fn func(Vote)) error {
 	s.mu.RLock()
-	vs := make([]Vote, 0, len(s.votes[poll]))
-	for _, v := range s.votes[poll] {
-		vs = append(vs, v)
-	}
+	vs := s.votes[poll].all()
 	s.mu.RUnlock()
-	for _, v := range vs {
+	for _, v := range latestVotes(vs) {
 		fn(v)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/uring"
 	"github.com/backchannel/backchannel/internal/wsclient"
 	"github.com/backchannel/backchannel/internal/wsepoll"
 	"golang.org/x/sys/unix"
@@ -29,8 +30,11 @@ type link struct {
 	in    []byte // the start of a frame not yet complete
 	wmu   sync.Mutex
 	wpend []byte // bytes the socket did not take yet
-	polls int    // poll frames received; worker.mu
-	gone  atomic.Bool
+	// A vote of this link waits in the sender's batch: frames sent meanwhile
+	// (pongs) wait in wpend behind it. Under wmu.
+	batched bool
+	polls   int // poll frames received; worker.mu
+	gone    atomic.Bool
 }
 
 // openLink dials url from src, upgrades to WebSocket with a hand-written
@@ -129,6 +133,10 @@ func (m *masker) frame(b []byte, op byte, payload []byte) []byte {
 func (l *link) send(frame []byte) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	if l.batched {
+		l.wpend = append(l.wpend, frame...)
+		return nil
+	}
 	if len(l.wpend) > 0 {
 		l.wpend = append(l.wpend, frame...)
 		return l.flushLocked()
@@ -163,7 +171,7 @@ func (l *link) pending() bool {
 func (l *link) flushPending() error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if len(l.wpend) == 0 {
+	if len(l.wpend) == 0 || l.batched {
 		return nil
 	}
 	return l.flushLocked()
@@ -190,4 +198,131 @@ func frameHeader(b []byte) (op byte, n, size int) {
 	default:
 		return op, int(l), 2
 	}
+}
+
+// sendBatch writes the votes due together with one system call (io_uring)
+// instead of a write each; without io_uring it writes each at once.
+type sendBatch struct {
+	ring   *uring.Ring
+	links  []*link
+	frames [][]byte
+	slab   [][]byte // a frame buffer per entry, reused
+	done   []uring.Completion
+}
+
+const sendBatchEntries = 128
+
+func newSendBatch() *sendBatch {
+	b := &sendBatch{}
+	if r, err := uring.New(sendBatchEntries); err == nil {
+		b.ring = r
+		for range sendBatchEntries {
+			b.slab = append(b.slab, make([]byte, 0, 256))
+		}
+	}
+	return b
+}
+
+func (b *sendBatch) close() {
+	if b.ring != nil {
+		b.ring.Close()
+	}
+}
+
+// buffer is where the next frame is built.
+func (b *sendBatch) buffer() []byte {
+	if b.ring == nil {
+		return b.scratch()
+	}
+	return b.slab[len(b.links)][:0]
+}
+
+func (b *sendBatch) scratch() []byte {
+	if len(b.slab) == 0 {
+		b.slab = append(b.slab, make([]byte, 0, 256))
+	}
+	return b.slab[0][:0]
+}
+
+// send queues frame (built in buffer()) for l, or writes it now. The
+// returned links (into stalled) have bytes their socket did not take.
+func (b *sendBatch) send(l *link, frame []byte, stalled []*link) ([]*link, error) {
+	if b.ring == nil {
+		err := l.send(frame)
+		if err == nil && l.pending() {
+			stalled = append(stalled, l)
+		}
+		return stalled, err
+	}
+	l.wmu.Lock()
+	if l.batched || len(l.wpend) > 0 {
+		l.wmu.Unlock()
+		if l.batched {
+			// The link's previous vote is still in this batch.
+			stalled = b.flush(stalled)
+			return b.send(l, append(b.scratch(), frame...), stalled)
+		}
+		err := l.send(frame)
+		if err == nil && l.pending() {
+			stalled = append(stalled, l)
+		}
+		return stalled, err
+	}
+	l.batched = true
+	l.wmu.Unlock()
+	i := len(b.links)
+	b.slab[i] = frame[:0]
+	_ = b.ring.Send(l.fd, frame, uint64(i))
+	b.links = append(b.links, l)
+	b.frames = append(b.frames, frame)
+	if len(b.links) == sendBatchEntries {
+		stalled = b.flush(stalled)
+	}
+	return stalled, nil
+}
+
+// flush makes the queued writes; links whose socket took only part of a
+// frame (or that are lost) are appended to stalled for the caller's retry.
+func (b *sendBatch) flush(stalled []*link) []*link {
+	if b.ring == nil || len(b.links) == 0 {
+		return stalled
+	}
+	_, err := b.ring.Submit(len(b.links))
+	b.done = b.ring.Reap(b.done[:0])
+	for _, d := range b.done {
+		b.settle(b.links[d.Tag], b.frames[d.Tag], d.Result)
+		if b.links[d.Tag].pending() {
+			stalled = append(stalled, b.links[d.Tag])
+		}
+		b.links[d.Tag] = nil
+	}
+	if err != nil {
+		for i, l := range b.links {
+			if l != nil {
+				b.settle(l, b.frames[i], 0)
+				stalled = append(stalled, l)
+			}
+		}
+		b.ring.Close()
+		b.ring = nil
+	}
+	clear(b.links)
+	clear(b.frames)
+	b.links, b.frames = b.links[:0], b.frames[:0]
+	return stalled
+}
+
+// settle puts what the socket did not take of f in front of what was sent
+// to l meanwhile; a socket error leaves it all there for the retry, which
+// reports it.
+func (b *sendBatch) settle(l *link, f []byte, result int32) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.batched = false
+	n := int(max(result, 0))
+	if n == len(f) && len(l.wpend) == 0 {
+		return
+	}
+	l.wpend = append(append([]byte(nil), f[n:]...), l.wpend...)
+	_ = l.flushLocked()
 }

@@ -101,6 +101,11 @@ type Conn struct {
 	failErr    error // a protocol violation by the peer, reported at the end
 	code       int   // close code we sent
 	finishOnce bool
+	inRing     bool // partial is a write queued in a Batch
+	// The poller finished the connection while a Batch write was queued:
+	// the batch closes the descriptor, so that its number cannot be
+	// reused under the queued write.
+	closeAfterRing bool
 }
 
 // ID is unique among the transport's connections.
@@ -117,17 +122,21 @@ func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 func (c *Conn) Send(frame []byte, key string, critical bool) SendResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.sendLocked(frame, key, critical, nil)
+}
+
+// sendLocked is Send; a write due now goes into b when b is not nil.
+func (c *Conn) sendLocked(frame []byte, key string, critical bool, b *Batch) SendResult {
 	if c.state != stateOpen {
 		return Closed
 	}
 	if c.partial == nil && len(c.ctrl) == 0 && len(c.queue) == 0 {
 		if len(c.deferred) > 0 {
 			// What was deferred rides along: one write for both.
-			b := append(c.deferred, frame...)
+			frame = append(c.deferred, frame...)
 			c.deferred = nil
-			return c.writeLocked(b)
 		}
-		return c.writeLocked(frame)
+		return c.startLocked(frame, b)
 	}
 	if key != "" {
 		for i := range c.queue {
@@ -146,6 +155,14 @@ func (c *Conn) Send(frame []byte, key string, critical bool) SendResult {
 	}
 	c.queue = append(c.queue, outFrame{frame, key, critical})
 	return Queued
+}
+
+// startLocked writes f on the idle socket now, or queues the write in b.
+func (c *Conn) startLocked(f []byte, b *Batch) SendResult {
+	if b != nil && b.ring != nil {
+		return b.add(c, f)
+	}
+	return c.writeLocked(f)
 }
 
 // Defer sends a critical frame that may wait up to Config.DeferDelay: it
@@ -182,20 +199,23 @@ func (c *Conn) Defer(frame []byte) SendResult {
 const maxDeferred = 16 << 10
 
 // flushDeferred writes what was deferred, for the poller when the delay
-// is up.
-func (c *Conn) flushDeferred() {
+// is up; b, when not nil, carries the write.
+func (c *Conn) flushDeferred(b *Batch) {
+	if b != nil && b.ring != nil && b.ring.Space() == 0 {
+		b.Flush()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.deferred) == 0 || c.state != stateOpen {
 		return
 	}
-	b := c.deferred
+	f := c.deferred
 	c.deferred = nil
 	if c.partial == nil && len(c.ctrl) == 0 && len(c.queue) == 0 {
-		c.writeLocked(b)
+		c.startLocked(f, b)
 		return
 	}
-	c.queue = append(c.queue, outFrame{b: b, critical: true})
+	c.queue = append(c.queue, outFrame{b: f, critical: true})
 }
 
 // Backlog returns the number of data frames waiting, the one being written

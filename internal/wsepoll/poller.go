@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,6 +18,15 @@ type poller struct {
 	evfd int // eventfd: wakes the goroutine for kicks and stop
 	buf  []byte
 	due  []deferral // scratch of flushDeferred
+
+	// With io_uring (nil without): the ready sockets of a round are read
+	// with one system call, into a slot each, and the deferred frames
+	// that fall due are written with one.
+	ring  *uring.Ring
+	slots [][]byte
+	ready []*Conn
+	done  []uring.Completion
+	batch *Batch
 
 	mu      sync.Mutex
 	conns   map[uint64]*Conn
@@ -53,12 +63,47 @@ func newPoller(t *Transport) (*poller, error) {
 		unix.Close(evfd)
 		return nil, err
 	}
-	return &poller{
+	p := &poller{
 		t: t, epfd: epfd, evfd: evfd,
 		buf:     make([]byte, t.cfg.MaxMessage+maxHeader),
 		conns:   make(map[uint64]*Conn),
 		watched: make(map[*Conn]struct{}),
-	}, nil
+	}
+	if t.ringOK {
+		p.openRings()
+	}
+	return p, nil
+}
+
+// openRings sets up the poller's batched reads and writes; without them it
+// makes one system call per socket.
+func (p *poller) openRings() {
+	r, err := uring.New(batchEntries)
+	if err != nil {
+		return
+	}
+	b, err := newBatch(p.t)
+	if err != nil {
+		r.Close()
+		return
+	}
+	p.ring, p.batch = r, b
+	slab := make([]byte, batchEntries*readSlot)
+	p.slots = make([][]byte, batchEntries)
+	for i := range p.slots {
+		p.slots[i] = slab[i*readSlot : (i+1)*readSlot : (i+1)*readSlot]
+	}
+}
+
+func (p *poller) closeRings() {
+	if p.ring != nil {
+		p.ring.Close()
+		p.ring = nil
+	}
+	if p.batch != nil && p.batch.ring != nil {
+		p.batch.ring.Close()
+		p.batch.ring = nil
+	}
 }
 
 func setID(ev *unix.EpollEvent, id uint64) {
@@ -154,8 +199,9 @@ func (p *poller) flushDeferred(now int64) int64 {
 	}
 	p.mu.Unlock()
 	for _, d := range due {
-		d.c.flushDeferred()
+		d.c.flushDeferred(p.batch)
 	}
+	p.batch.Flush()
 	clear(due)
 	p.due = due
 	return next
@@ -239,8 +285,16 @@ func (p *poller) run() {
 				c.mu.Unlock()
 			}
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				p.read(c, now)
+				if p.ring != nil {
+					p.ready = append(p.ready, c)
+				} else {
+					p.read(c, now)
+				}
 			}
+		}
+		if len(p.ready) > 0 {
+			p.readBatch(p.ready, now)
+			p.ready = p.ready[:0]
 		}
 		p.handleKicks(now)
 		p.flushDeferred(time.Now().UnixNano())
@@ -362,6 +416,8 @@ func (p *poller) finish(c *Conn, err error) {
 	if c.failErr != nil {
 		info.Err = c.failErr
 	}
+	closeLater := c.inRing
+	c.closeAfterRing = closeLater
 	c.mu.Unlock()
 
 	p.mu.Lock()
@@ -369,7 +425,9 @@ func (p *poller) finish(c *Conn, err error) {
 	delete(p.watched, c)
 	p.mu.Unlock()
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	_ = unix.Close(c.fd)
+	if !closeLater {
+		_ = unix.Close(c.fd)
+	}
 	c.in, c.msg = nil, nil
 	p.t.count.Add(-1)
 	c.h.OnClose(c, info)
@@ -395,4 +453,5 @@ func (p *poller) closeAll() {
 	p.mu.Unlock()
 	unix.Close(p.epfd)
 	unix.Close(p.evfd)
+	p.closeRings()
 }

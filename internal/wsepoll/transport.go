@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/backchannel/backchannel/internal/uring"
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,11 @@ type Config struct {
 	WriteTimeout time.Duration // a backlog that makes no progress for this long drops the connection (10 s)
 	CloseTimeout time.Duration // how long to wait for the peer's close frame (2 s)
 	DeferDelay   time.Duration // longest a deferred frame (Conn.Defer) waits for company (20 ms)
-	Logger       *slog.Logger
+	// PlainSyscalls turns off io_uring batching: every socket read and
+	// write is its own system call. Without io_uring in the kernel (or
+	// allowed by seccomp) the transport makes plain calls anyway.
+	PlainSyscalls bool
+	Logger        *slog.Logger
 }
 
 // Transport accepts WebSocket connections and serves them from its pollers.
@@ -38,6 +43,11 @@ type Transport struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	closed  atomic.Bool
+
+	ringOK      bool        // io_uring batching is on
+	batches     chan *Batch // idle write batches (Transport.Batch)
+	batchesMade atomic.Int32
+	batchMu     sync.Mutex // Release against closeBatches
 }
 
 // New starts a transport's poller goroutines; Close stops them.
@@ -66,7 +76,15 @@ func New(cfg Config) (*Transport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	t := &Transport{cfg: cfg}
+	t := &Transport{cfg: cfg, batches: make(chan *Batch, 4*cfg.Pollers)}
+	if !cfg.PlainSyscalls {
+		if r, err := uring.New(1); err != nil {
+			cfg.Logger.Info("wsepoll: io_uring not available, one system call per socket read and write", "err", err)
+		} else {
+			r.Close()
+			t.ringOK = true
+		}
+	}
 	for range cfg.Pollers {
 		p, err := newPoller(t)
 		if err != nil {
@@ -213,6 +231,7 @@ func (t *Transport) Close() error {
 			p.shutdown()
 		}
 		t.wg.Wait()
+		t.closeBatches()
 	})
 	return nil
 }

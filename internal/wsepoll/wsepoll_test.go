@@ -239,7 +239,7 @@ func (c *rawClient) closed(code int) {
 }
 
 func TestEchoWithARealClient(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	f.rec.echo = true
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -270,7 +270,7 @@ func TestEchoWithARealClient(t *testing.T) {
 }
 
 func TestFramesPipelinedWithTheUpgrade(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	first := clientFrame(opText, true, []byte(`{"t":"hello"}`), testMask)
 	second := clientFrame(opText, true, []byte("second"), testMask)
 	f.raw(append(first, second...))
@@ -281,7 +281,7 @@ func TestFramesPipelinedWithTheUpgrade(t *testing.T) {
 }
 
 func TestFragmentsAndInterleavedControlFrames(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	c := f.raw(nil)
 	var b []byte
 	b = append(b, clientFrame(opText, false, []byte("hel"), testMask)...)
@@ -327,7 +327,7 @@ func TestProtocolViolationsClose(t *testing.T) {
 		{"bad close code", clientFrame(opClose, true, []byte{0x03, 0xed}, testMask), CodeProtocolError, ErrProtocol},
 		{"one-byte close", clientFrame(opClose, true, []byte{0x03}, testMask), CodeProtocolError, ErrProtocol},
 	}
-	f := newFixture(t, Config{MaxMessage: 1024})
+	f := newFixture(t, testConfig(Config{MaxMessage: 1024}))
 	good := f.raw(nil)
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -350,7 +350,7 @@ func TestProtocolViolationsClose(t *testing.T) {
 }
 
 func TestServerCloseHandshake(t *testing.T) {
-	f := newFixture(t, Config{CloseTimeout: 200 * time.Millisecond})
+	f := newFixture(t, testConfig(Config{CloseTimeout: 200 * time.Millisecond}))
 	// A peer that answers the close.
 	c := f.raw(nil)
 	f.conn(0).Close(4001, "hello timeout")
@@ -379,7 +379,7 @@ func TestServerCloseHandshake(t *testing.T) {
 }
 
 func TestPeerVanishes(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	c := f.raw(nil)
 	f.conn(0)
 	c.nc.Close()
@@ -394,7 +394,7 @@ func TestPeerVanishes(t *testing.T) {
 // dropped past QueueSoft, Overflow is reported past QueueHard, and a
 // backlog without progress is dropped after WriteTimeout.
 func TestSlowReader(t *testing.T) {
-	f := newFixture(t, Config{QueueSoft: 4, QueueHard: 8, WriteTimeout: 300 * time.Millisecond})
+	f := newFixture(t, testConfig(Config{QueueSoft: 4, QueueHard: 8, WriteTimeout: 300 * time.Millisecond}))
 	c := f.raw(nil)
 	_ = c
 	conn := f.conn(0)
@@ -439,7 +439,7 @@ func TestSlowReader(t *testing.T) {
 // TestBacklogDrains: a reader that is slow but reads gets everything, in
 // order.
 func TestBacklogDrains(t *testing.T) {
-	f := newFixture(t, Config{QueueSoft: 1000, QueueHard: 1000})
+	f := newFixture(t, testConfig(Config{QueueSoft: 1000, QueueHard: 1000}))
 	c := f.raw(nil)
 	conn := f.conn(0)
 	payload := bytes.Repeat([]byte("y"), 64<<10)
@@ -472,7 +472,7 @@ func TestBacklogDrains(t *testing.T) {
 // TestIdleConnectionsHoldNoGoroutine opens many connections and checks the
 // goroutine count does not grow with them.
 func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	addr := strings.TrimPrefix(f.srv.URL, "http://")
 	// Warm up the HTTP server (its listener goroutine) first.
 	f.raw(nil)
@@ -542,7 +542,7 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 func TestBadUpgradeRefused(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, testConfig(Config{}))
 	resp, err := http.Get(f.srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -557,7 +557,7 @@ func TestBadUpgradeRefused(t *testing.T) {
 // keeps sending is dropped once it has sent maxDiscard more bytes, and a
 // connection on the same poller is served meanwhile.
 func TestFloodAfterViolationIsCutShort(t *testing.T) {
-	f := newFixture(t, Config{Pollers: 1, CloseTimeout: 30 * time.Second})
+	f := newFixture(t, testConfig(Config{Pollers: 1, CloseTimeout: 30 * time.Second}))
 	good := f.raw(nil)
 	bad := f.raw(nil)
 	bad.send(clientFrame(opText, true, []byte("x"), nil)) // unmasked

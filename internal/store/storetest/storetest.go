@@ -58,7 +58,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		check := func(s store.Store) {
 			t.Helper()
 			got := map[string]store.Vote{}
-			must(t, s.Votes(ctx, "p1", func(v store.Vote) { got[v.User] = v }))
+			calls := 0
+			must(t, s.Votes(ctx, "p1", func(v store.Vote) { got[v.User] = v; calls++ }))
+			if calls != 2 { // u1's changed vote once, not twice
+				t.Fatalf("p1: %d votes read back, want 2 (one per user)", calls)
+			}
 			if len(got) != 2 || got["u1"].Choice != 1 || got["u1"].Attrs["country"] != "DE" || got["u2"].Choice != 1 || got["u2"].Poll != "p1" {
 				t.Fatalf("p1 votes %+v", got)
 			}
