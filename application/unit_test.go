@@ -8,6 +8,7 @@ import (
 	"github.com/backchannel/backchannel/groups"
 	"github.com/backchannel/backchannel/internal/bus"
 	"github.com/backchannel/backchannel/internal/control"
+	"github.com/backchannel/backchannel/internal/polls"
 )
 
 func TestStaticEdge(t *testing.T) {
@@ -106,5 +107,41 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The audience check is cached per poll group on the profile: a change of
+// the link's attributes (watching another stream, a new country) must not
+// let an earlier answer stand.
+func TestAudienceMatchFollowsAttributeChanges(t *testing.T) {
+	newPoll := func(id, stream, where string) *pollState {
+		p := polls.Poll{ID: id, Stream: stream, Choices: []string{"a", "b"}, Group: groups.AutoID(groups.AttrStream, stream)}
+		if where != "" {
+			pred, err := groups.ParsePredicate(where)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Where, p.Group = pred, polls.GroupIDPrefix+id
+		}
+		return &pollState{poll: p, audience: p.Audience()}
+	}
+	cup, cup2, other, brOnly := newPoll("p1", "cup", ""), newPoll("p2", "cup", ""), newPoll("p3", "other", ""), newPoll("p4", "cup", "country=BR")
+	var p profile
+	p.setAttrs(groups.Attrs{groups.AttrStream: "cup", groups.AttrCountry: "DE"})
+	for _, c := range []struct {
+		ps   *pollState
+		want bool
+	}{{cup, true}, {cup2, true}, {other, false}, {brOnly, false}, {cup, true}} {
+		if got := p.inAudience(c.ps); got != c.want {
+			t.Fatalf("watching cup from DE: in audience of %s = %v", c.ps.poll.ID, got)
+		}
+	}
+	p.setAttrs(groups.Attrs{groups.AttrStream: "other", groups.AttrCountry: "BR"})
+	if p.inAudience(cup) || p.inAudience(cup2) || !p.inAudience(other) || p.inAudience(brOnly) {
+		t.Fatal("after switching to other: the cup answers stood")
+	}
+	p.setAttrs(groups.Attrs{groups.AttrStream: "cup", groups.AttrCountry: "BR"})
+	if !p.inAudience(brOnly) || !p.inAudience(cup) {
+		t.Fatal("back on cup from BR: not in the audience")
 	}
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	reannounced prometheus.Counter
 	votesUp     prometheus.Counter
 	linkSends   prometheus.Counter
+	ioUring     prometheus.Gauge
 	inByType    map[string]prometheus.Counter // messagesIn of the known types, looked up once
 }
 
@@ -73,12 +74,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		linkSends: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_connection_link_sends_total", Help: "Messages to single links (acks, errors, state) handed to their links.",
 		}),
+		ioUring: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "backchannel_connection_io_uring", Help: "1 when the epoll transport batches socket reads and writes with io_uring, 0 when it makes one system call each (no io_uring, --io-uring=false, or not started).",
+		}),
 		inByType: map[string]prometheus.Counter{},
 	}
 	for _, t := range []string{control.TypeHello, control.TypeWatch, control.TypeTelemetry, control.TypeVote, control.TypeResume} {
 		m.inByType[t] = m.messagesIn.WithLabelValues(t)
 	}
-	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced, m.votesUp, m.linkSends} {
+	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced, m.votesUp, m.linkSends, m.ioUring} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -459,6 +459,43 @@ func TestCoderTransport(t *testing.T) {
 	t.Run("resume", TestResume)
 }
 
+// TestPlainSyscallsTransport runs them again on the epoll transport with
+// io_uring batching off (--io-uring=false, or a kernel without it).
+func TestPlainSyscallsTransport(t *testing.T) {
+	plainSyscallsUnderTest = true
+	defer func() { plainSyscallsUnderTest = false }()
+	t.Run("hello", TestHelloWelcomeAndIdentity)
+	t.Run("downward", TestDownwardMessages)
+	t.Run("violations", TestViolationsCloseOnlyThatLink)
+	t.Run("slow", TestSlowConsumerClosed)
+	t.Run("keepalive", TestKeepaliveClosesDeadLinks)
+	t.Run("shutdown", TestShutdownClosesEveryLink)
+	t.Run("resume", TestResume)
+	t.Run("gauge", func(t *testing.T) { checkIOUringGauge(t, 0) })
+}
+
+// The gauge says which path the epoll transport took; this machine's
+// kernel has io_uring, so the default run must be batched.
+func TestIOUringGauge(t *testing.T) { checkIOUringGauge(t, 1) }
+
+func checkIOUringGauge(t *testing.T, want float64) {
+	h := newHarness(t, nil)
+	h.dial(nil).hello("") // the transport starts with the first link
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "backchannel_connection_io_uring" {
+			if got := mf.GetMetric()[0].GetGauge().GetValue(); got != want {
+				t.Fatalf("backchannel_connection_io_uring = %v, want %v", got, want)
+			}
+			return
+		}
+	}
+	t.Fatal("no backchannel_connection_io_uring gauge")
+}
+
 // TestTLSLinksUseTheCoderTransport: a listener that terminates TLS itself
 // still serves control links.
 func TestTLSLinksUseTheCoderTransport(t *testing.T) {

@@ -46,6 +46,10 @@ type Config struct {
 	// per idle link; needs a plain TCP listener) or TransportCoder
 	// (coder/websocket, a goroutine per link; works behind TLS listeners).
 	Transport string
+	// PlainSyscalls turns off the epoll transport's io_uring batching (on
+	// where the kernel allows it): one system call per socket read and
+	// write, as on kernels without io_uring.
+	PlainSyscalls bool
 
 	HelloTimeout time.Duration // first frame deadline (5 s)
 	MaxMessage   int           // largest client message (control.MaxFrame, 16 KiB)
@@ -300,15 +304,19 @@ func (s *Server) start() error {
 	s.startOnce.Do(func() {
 		if s.cfg.Transport == TransportEpoll {
 			s.epoll, s.startErr = wsepoll.New(wsepoll.Config{
-				MaxMessage:   s.cfg.MaxMessage,
-				QueueSoft:    s.cfg.QueueSoft,
-				QueueHard:    s.cfg.QueueHard,
-				WriteTimeout: s.cfg.WriteTimeout,
-				DeferDelay:   s.cfg.ReplyDelay,
-				Logger:       s.log,
+				MaxMessage:    s.cfg.MaxMessage,
+				QueueSoft:     s.cfg.QueueSoft,
+				QueueHard:     s.cfg.QueueHard,
+				WriteTimeout:  s.cfg.WriteTimeout,
+				DeferDelay:    s.cfg.ReplyDelay,
+				PlainSyscalls: s.cfg.PlainSyscalls,
+				Logger:        s.log,
 			})
 			if s.startErr != nil {
 				return
+			}
+			if s.epoll.Batched() {
+				s.metrics.ioUring.Set(1)
 			}
 		}
 		tick := min(100*time.Millisecond, s.cfg.HelloTimeout/4, s.cfg.PingInterval/4)

@@ -28,6 +28,9 @@ import (
 // TestCoderTransport runs the suite again with the coder one.
 var transportUnderTest = TransportEpoll
 
+// plainSyscallsUnderTest turns the epoll transport's io_uring batching off.
+var plainSyscallsUnderTest bool
+
 // harness is one connection server on a real socket, a memory bus, and a
 // recorder of everything it relays upward (standing in for the application
 // tier, which the application package's tests put in this place).
@@ -48,7 +51,7 @@ type harness struct {
 func newHarness(t *testing.T, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, bus: bus.NewMemory(), ids: identity.NewIssuer([]byte("test-secret")), reg: prometheus.NewRegistry(), upSeen: make(chan struct{}, 1)}
-	cfg := Config{ID: "c1", Bus: h.bus, Identity: h.ids, Metrics: h.reg, HelloTimeout: 2 * time.Second, DrainWindow: 50 * time.Millisecond, Transport: transportUnderTest}
+	cfg := Config{ID: "c1", Bus: h.bus, Identity: h.ids, Metrics: h.reg, HelloTimeout: 2 * time.Second, DrainWindow: 50 * time.Millisecond, Transport: transportUnderTest, PlainSyscalls: plainSyscallsUnderTest}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -101,6 +101,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		origins    = fs.String("allowed-origins", "", "comma-separated Origin host patterns allowed on /ws (default: same host)")
 		pprofFlag  = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ (operator key required)")
 		wsTransp   = fs.String("ws-transport", "epoll", "control-link transport: epoll (no goroutine per idle link) or coder (coder/websocket)")
+		ioURing    = fs.Bool("io-uring", true, "epoll transport: batch socket reads and writes with io_uring where the kernel allows it (false: one system call each)")
 		replyDelay = fs.Duration("reply-delay", connection.DefaultReplyDelay, fmt.Sprintf("connection: longest a vote's ack waits for another frame to the same link, to share its write (at most %v)", connection.MaxReplyDelay))
 		audience   = fs.Duration("audience-interval", application.MinAudienceInterval, "application: least time between two poll results messages to one group (the default is also the shortest allowed)")
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
@@ -159,6 +160,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		OperatorKey:      *apiKey,
 		AllowedOrigins:   splitList(*origins),
 		WSTransport:      *wsTransp,
+		NoIOUring:        !*ioURing,
 		ReplyDelay:       *replyDelay,
 		AudienceInterval: *audience,
 		Pprof:            *pprofFlag,

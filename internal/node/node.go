@@ -74,6 +74,7 @@ type Config struct {
 	IdentitySecret string // signs viewer identities; generated when empty
 	AllowedOrigins []string
 	WSTransport    string // control-link transport: "epoll" (default) or "coder"
+	NoIOUring      bool   // the epoll transport makes one system call per socket read and write
 	// ReplyDelay is the longest a vote's ack waits on the connection
 	// server for another frame to the same link (connection.Config).
 	ReplyDelay time.Duration
@@ -336,7 +337,7 @@ func (n *Node) build(ctx context.Context, reg prometheus.Registerer) error {
 		n.conn, err = connection.New(connection.Config{
 			ID: cfg.NodeID, Bus: n.bus, Identity: identity.NewIssuer([]byte(n.secrets.IdentitySecret)),
 			AllowedOrigins: cfg.AllowedOrigins, PublicURL: cfg.PublicURL, Logger: n.log, Metrics: reg,
-			Transport: cfg.WSTransport, ReplyDelay: cfg.ReplyDelay,
+			Transport: cfg.WSTransport, PlainSyscalls: cfg.NoIOUring, ReplyDelay: cfg.ReplyDelay,
 		})
 		if err != nil {
 			return fmt.Errorf("connection: %w", err)

@@ -40,6 +40,10 @@ func newBatch(t *Transport) (*Batch, error) {
 	return &Batch{t: t, ring: r}, nil
 }
 
+// Batched reports whether the transport batches system calls with
+// io_uring.
+func (t *Transport) Batched() bool { return t != nil && t.ringOK }
+
 // Batch returns a write batch for the calling goroutine, or nil when the
 // transport makes plain writes (no io_uring, Config.PlainSyscalls, or all
 // batches busy, or t nil); Release gives it back.
