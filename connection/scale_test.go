@@ -450,6 +450,11 @@ func TestDrainMovesLinksToTheOtherServer(t *testing.T) {
 func TestCoderTransport(t *testing.T) {
 	transportUnderTest = TransportCoder
 	defer func() { transportUnderTest = TransportEpoll }()
+	runMainBehaviours(t)
+}
+
+// runMainBehaviours runs the tests that every transport variant must pass.
+func runMainBehaviours(t *testing.T) {
 	t.Run("hello", TestHelloWelcomeAndIdentity)
 	t.Run("downward", TestDownwardMessages)
 	t.Run("violations", TestViolationsCloseOnlyThatLink)
@@ -464,13 +469,7 @@ func TestCoderTransport(t *testing.T) {
 func TestPlainSyscallsTransport(t *testing.T) {
 	plainSyscallsUnderTest = true
 	defer func() { plainSyscallsUnderTest = false }()
-	t.Run("hello", TestHelloWelcomeAndIdentity)
-	t.Run("downward", TestDownwardMessages)
-	t.Run("violations", TestViolationsCloseOnlyThatLink)
-	t.Run("slow", TestSlowConsumerClosed)
-	t.Run("keepalive", TestKeepaliveClosesDeadLinks)
-	t.Run("shutdown", TestShutdownClosesEveryLink)
-	t.Run("resume", TestResume)
+	runMainBehaviours(t)
 	t.Run("gauge", func(t *testing.T) { checkIOUringGauge(t, 0) })
 }
 

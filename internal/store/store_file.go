@@ -209,10 +209,9 @@ func (s *File) apply(rec record) {
 }
 
 func (s *File) applyVote(v Vote) {
-	v.AttrsKey = nil
 	l := s.votes[v.Poll]
 	if l == nil {
-		l = &voteList{}
+		l = &voteList{poll: v.Poll}
 		s.votes[v.Poll] = l
 	}
 	l.add(v)
@@ -220,30 +219,41 @@ func (s *File) applyVote(v Vote) {
 
 // voteList keeps a poll's votes in fixed-size chunks: appending never
 // copies what is there (a slice doubling under a million votes would).
+// A vote is kept without its poll (the list is the poll's): half the size
+// of a Vote, and fewer pointers for the collector to follow.
 type voteList struct {
-	chunks [][]Vote
+	poll   string
+	chunks [][]storedVote
 	n      int
+}
+
+type storedVote struct {
+	user   string
+	attrs  groups.Attrs
+	choice int
 }
 
 const voteChunk = 4096
 
 func (l *voteList) add(v Vote) {
 	if len(l.chunks) == 0 || len(l.chunks[len(l.chunks)-1]) == voteChunk {
-		l.chunks = append(l.chunks, make([]Vote, 0, voteChunk))
+		l.chunks = append(l.chunks, make([]storedVote, 0, voteChunk))
 	}
 	last := &l.chunks[len(l.chunks)-1]
-	*last = append(*last, v)
+	*last = append(*last, storedVote{user: v.User, attrs: v.Attrs, choice: v.Choice})
 	l.n++
 }
 
-// all returns a copy of the votes, in order; callers hold s.mu (read).
+// all returns the votes, in order; callers hold s.mu (read).
 func (l *voteList) all() []Vote {
 	if l == nil {
 		return nil
 	}
 	out := make([]Vote, 0, l.n)
 	for _, c := range l.chunks {
-		out = append(out, c...)
+		for _, v := range c {
+			out = append(out, Vote{Poll: l.poll, User: v.user, Choice: v.choice, Attrs: v.attrs})
+		}
 	}
 	return out
 }

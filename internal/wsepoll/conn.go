@@ -88,6 +88,7 @@ type Conn struct {
 	discarded int  // bytes thrown away after a protocol violation
 	peer      int  // peer's close code
 	peerRs    string
+	finished  bool // finish ran: the socket is no longer this connection's to read
 
 	mu         sync.Mutex
 	state      connState

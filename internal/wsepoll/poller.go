@@ -407,6 +407,7 @@ func (p *poller) finish(c *Conn, err error) {
 		return
 	}
 	c.finishOnce = true
+	c.finished = true
 	if c.state < stateFinishing {
 		c.finishWith = err
 	}

@@ -223,7 +223,7 @@ func (p *poller) readBatch(ready []*Conn, now int64) {
 	for _, d := range p.done {
 		c := ready[d.Tag]
 		ready[d.Tag] = nil
-		if !p.live(c) {
+		if c.finished {
 			continue // finished earlier in this round
 		}
 		switch n := int(d.Result); {
@@ -245,15 +245,9 @@ func (p *poller) readBatch(ready []*Conn, now int64) {
 		}
 	}
 	for _, c := range ready {
-		if c != nil && p.live(c) {
+		if c != nil && !c.finished {
 			p.read(c, now) // not read by the ring
 		}
 	}
 	clear(ready)
-}
-
-func (p *poller) live(c *Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.conns[c.id] == c
 }
