@@ -2,6 +2,7 @@ package polls
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,21 @@ func TestTallyOneVotePerUser(t *testing.T) {
 	})
 	if n != 3 {
 		t.Fatal(n)
+	}
+}
+
+func TestDimsAttrsAreSharedAndExact(t *testing.T) {
+	a := groups.Attrs{groups.AttrCountry: "BR", groups.AttrDevice: "mobile", groups.AttrStream: "cup"}
+	b := groups.Attrs{groups.AttrCountry: "BR", groups.AttrDevice: "mobile", groups.AttrStream: "other"}
+	da, db := DimsOf(a).Attrs(), DimsOf(b).Attrs()
+	if len(da) != 2 || da[groups.AttrCountry] != "BR" || da[groups.AttrDevice] != "mobile" {
+		t.Fatalf("dims attrs %v: want country and device only (stream is no dimension)", da)
+	}
+	if reflect.ValueOf(da).UnsafePointer() != reflect.ValueOf(db).UnsafePointer() {
+		t.Fatal("two voters with the same dimensions got two maps")
+	}
+	dc := DimsOf(groups.Attrs{groups.AttrCountry: "DE"}).Attrs()
+	if len(dc) != 1 || dc[groups.AttrCountry] != "DE" {
+		t.Fatalf("other dims %v", dc)
 	}
 }

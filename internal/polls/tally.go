@@ -57,8 +57,16 @@ func DimsOf(attrs groups.Attrs) Dims {
 	return Dims{unique.Make(v)}
 }
 
-// Attrs returns the dimensions that have a value, as attributes.
+// Attrs returns the dimensions that have a value, as attributes. Voters
+// with the same dimensions get the same map (each profile keeps one, and a
+// map per link was a tenth of an idle link's heap): it must not be
+// modified.
 func (d Dims) Attrs() groups.Attrs {
+	sharedAttrs.mu.Lock()
+	defer sharedAttrs.mu.Unlock()
+	if a, ok := sharedAttrs.m[d]; ok {
+		return a
+	}
 	v := d.h.Value()
 	a := make(groups.Attrs, numDims)
 	for i, val := range v {
@@ -66,8 +74,21 @@ func (d Dims) Attrs() groups.Attrs {
 			a[Dimensions[i]] = val
 		}
 	}
+	if len(sharedAttrs.m) >= maxSharedAttrs {
+		// Bounded: a long event can meet many combinations; starting over
+		// only costs the sharing of maps made before.
+		clear(sharedAttrs.m)
+	}
+	sharedAttrs.m[d] = a
 	return a
 }
+
+var sharedAttrs = struct {
+	mu sync.Mutex
+	m  map[Dims]groups.Attrs
+}{m: map[Dims]groups.Attrs{}}
+
+const maxSharedAttrs = 1 << 16
 
 // Tally counts one poll's votes. It keeps each user's current choice and
 // the dimension values the vote was cast with, so a changed vote leaves
