@@ -321,6 +321,46 @@ func testNACKRetransmitsFromSharedRing(t *testing.T, o whiptest.Options) *whipte
 	return srv
 }
 
+// A viewer's first video packet goes out a second time 40 ms
+// later: the one loss no NACK can report (nothing precedes it), and one
+// that makes the whole first GOP undecodable.
+func TestFirstPacketSentTwice(t *testing.T) {
+	eachSendPath(t, testFirstPacketSentTwice)
+}
+
+func testFirstPacketSentTwice(t *testing.T, o whiptest.Options) *whiptest.Server {
+	srv := whiptest.Start(t, o)
+	pub := publish(t, srv, "s", whipclient.WithoutAudio())
+	// Replay protection off, so that the test client keeps the copy.
+	se := whipclient.DefaultSettingEngine()
+	se.DisableSRTPReplayProtection(true)
+	tap := newTap()
+	play(t, srv, "s", append(tap.options(), whipclient.WithSettingEngine(se))...)
+	srv.WaitSinks(t, "s", media.KindVideo, 1)
+	frames := whiptest.H264Frames(20, 30, 3)
+	sendFrames(t, pub, frames, 5*time.Millisecond)
+	waitFor(t, "frames", 5*time.Second, func() bool { f, _ := tap.video.H264Frames(); return len(f) == len(frames) })
+	time.Sleep(100 * time.Millisecond) // past the resend (40 ms after the first packet)
+	arrivals := tap.video.Packets()
+	first := tap.video.Ordered()[0]
+	var copies []rtp.Packet
+	for _, p := range arrivals {
+		if p.SequenceNumber == first.SequenceNumber {
+			copies = append(copies, p)
+		}
+	}
+	if len(copies) != 2 {
+		t.Fatalf("the first packet (seq %d) arrived %d times, want twice", first.SequenceNumber, len(copies))
+	}
+	if c := copies[1]; c.Timestamp != first.Timestamp || c.SSRC != first.SSRC || c.PayloadType != first.PayloadType || !bytes.Equal(c.Payload, first.Payload) {
+		t.Fatalf("the second copy differs: %v / %v", c.Header, first.Header)
+	}
+	if extra := len(arrivals) - len(tap.video.Ordered()); extra != 1 {
+		t.Fatalf("%d duplicate packets, want only the first packet's copy", extra)
+	}
+	return srv
+}
+
 // Without a GOP cache to start from, a joining viewer makes the edge ask
 // the publisher for a keyframe; many joining at once do not cause a PLI
 // storm.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -233,6 +234,7 @@ func (v *viewer) close(reason string) {
 			remove()
 		}
 		for _, vt := range v.tracks {
+			vt.stopResend()
 			vt.releaseBatch()
 		}
 		_ = v.pc.Close()
@@ -288,9 +290,10 @@ type viewerTrack struct {
 
 	// firstSeq is the first outgoing sequence number this viewer got, with
 	// bit 16 set once known; NACKs for earlier packets are not answered.
-	firstSeq atomic.Uint32
-	packets  atomic.Uint64
-	octets   atomic.Uint64
+	firstSeq    atomic.Uint32
+	resendFirst atomic.Pointer[time.Timer] // firstPacketResend
+	packets     atomic.Uint64
+	octets      atomic.Uint64
 }
 
 func newViewerTrack(v *viewer, p viewerPlan) *viewerTrack {
@@ -337,6 +340,10 @@ func (t *viewerTrack) WriteRTP(p *media.Packet) {
 		}
 		t.started = true
 		t.firstSeq.Store(uint32(p.Header.SequenceNumber) | 1<<16)
+		if t.kind == webrtc.RTPCodecTypeVideo {
+			first := media.Packet{Header: p.Header, Payload: bytes.Clone(p.Payload)}
+			t.resendFirst.Store(time.AfterFunc(firstPacketResend, func() { t.resend(&first) }))
+		}
 	}
 	if p.CatchUp {
 		t.noteCatchUp(p.Header.SequenceNumber, p.Header.Timestamp)
@@ -538,24 +545,59 @@ func (t *viewerTrack) answerNack(n *rtcp.TransportLayerNack) {
 	firstSeq := uint16(first)
 	for _, pair := range n.Nacks {
 		pair.Range(func(seq uint16) bool {
-			if int16(seq-firstSeq) < 0 {
-				return true
-			}
-			if t.track.Retransmit(seq, func(p *media.Packet) {
-				t.rtxHdr = p.Header
-				t.rtxHdr.SSRC, t.rtxHdr.PayloadType = b.ssrc, b.pt
-				if ts, ok := t.replayedTimestamp(seq, firstSeq); ok {
-					t.rtxHdr.Timestamp = ts
-				}
-				if d := t.direct.Load(); d != nil {
-					_ = t.writeNow(d, &t.rtxHdr, p.Payload)
-					return
-				}
-				_, _ = b.w.WriteRTP(&t.rtxHdr, p.Payload)
-			}) {
+			if int16(seq-firstSeq) >= 0 && t.retransmit(b, &t.rtxHdr, seq, firstSeq) {
 				t.v.srv.metrics.nacks.Inc()
 			}
 			return true
 		})
+	}
+}
+
+// retransmit sends packet seq again, if the track still holds it; hdr is
+// the caller's scratch header.
+func (t *viewerTrack) retransmit(b *binding, hdr *rtp.Header, seq, firstSeq uint16) bool {
+	return t.track.Retransmit(seq, func(p *media.Packet) {
+		*hdr = p.Header
+		hdr.SSRC, hdr.PayloadType = b.ssrc, b.pt
+		if ts, ok := t.replayedTimestamp(seq, firstSeq); ok {
+			hdr.Timestamp = ts
+		}
+		if d := t.direct.Load(); d != nil {
+			_ = t.writeNow(d, hdr, p.Payload)
+			return
+		}
+		_, _ = b.w.WriteRTP(hdr, p.Payload)
+	})
+}
+
+// firstPacketResend is when a viewer's first video packet (the start of
+// its first keyframe, often the parameter sets) goes out a second time. A
+// receiver cannot ask for a packet it never knew existed (a NACK needs a
+// gap before it), and without that packet the whole first GOP is
+// undecodable: behind a publisher that ignores keyframe requests the
+// viewer would wait for the next natural keyframe, seconds away. A
+// receiver that has the packet drops the copy (SRTP replay protection).
+const firstPacketResend = 40 * time.Millisecond
+
+// resend writes the viewer's first packet again, as it was sent (a copy:
+// a replayed keyframe may be older than the retransmission ring reaches).
+func (t *viewerTrack) resend(p *media.Packet) {
+	b := t.bound.Load()
+	if b == nil {
+		return
+	}
+	hdr := p.Header
+	hdr.SSRC, hdr.PayloadType = b.ssrc, b.pt
+	if d := t.direct.Load(); d != nil {
+		_ = t.writeNow(d, &hdr, p.Payload)
+		return
+	}
+	_, _ = b.w.WriteRTP(&hdr, p.Payload)
+}
+
+// stopResend cancels a pending resend of the first packet.
+func (t *viewerTrack) stopResend() {
+	if tm := t.resendFirst.Load(); tm != nil {
+		tm.Stop()
 	}
 }
