@@ -276,11 +276,12 @@ func TestNACKRetransmitsFromSharedRing(t *testing.T) {
 	eachSendPath(t, testNACKRetransmitsFromSharedRing)
 }
 
-func testNACKRetransmitsFromSharedRing(t *testing.T, o whiptest.Options) *whiptest.Server {
+// playKeepingCopies publishes 20 video frames to a viewer that keeps every
+// copy of a packet it receives (SRTP replay protection off, unlike a
+// browser) and returns once all frames arrived.
+func playKeepingCopies(t *testing.T, o whiptest.Options) (*whiptest.Server, *viewerTap, *whipclient.Player) {
 	srv := whiptest.Start(t, o)
 	pub := publish(t, srv, "s", whipclient.WithoutAudio())
-	// The viewer must accept a second copy of a packet it already has, so
-	// SRTP replay protection is off on this test client.
 	se := whipclient.DefaultSettingEngine()
 	se.DisableSRTPReplayProtection(true)
 	tap := newTap()
@@ -289,6 +290,12 @@ func testNACKRetransmitsFromSharedRing(t *testing.T, o whiptest.Options) *whipte
 	frames := whiptest.H264Frames(20, 30, 3)
 	sendFrames(t, pub, frames, 5*time.Millisecond)
 	waitFor(t, "frames", 5*time.Second, func() bool { f, _ := tap.video.H264Frames(); return len(f) == len(frames) })
+	return srv, tap, player
+}
+
+func testNACKRetransmitsFromSharedRing(t *testing.T, o whiptest.Options) *whiptest.Server {
+	// The viewer must accept a second copy of a packet it already has.
+	srv, tap, player := playKeepingCopies(t, o)
 
 	pkts := tap.video.Ordered()
 	target := pkts[len(pkts)/2]
@@ -329,17 +336,7 @@ func TestFirstPacketSentTwice(t *testing.T) {
 }
 
 func testFirstPacketSentTwice(t *testing.T, o whiptest.Options) *whiptest.Server {
-	srv := whiptest.Start(t, o)
-	pub := publish(t, srv, "s", whipclient.WithoutAudio())
-	// Replay protection off, so that the test client keeps the copy.
-	se := whipclient.DefaultSettingEngine()
-	se.DisableSRTPReplayProtection(true)
-	tap := newTap()
-	play(t, srv, "s", append(tap.options(), whipclient.WithSettingEngine(se))...)
-	srv.WaitSinks(t, "s", media.KindVideo, 1)
-	frames := whiptest.H264Frames(20, 30, 3)
-	sendFrames(t, pub, frames, 5*time.Millisecond)
-	waitFor(t, "frames", 5*time.Second, func() bool { f, _ := tap.video.H264Frames(); return len(f) == len(frames) })
+	srv, tap, _ := playKeepingCopies(t, o)
 	time.Sleep(100 * time.Millisecond) // past the resend (40 ms after the first packet)
 	arrivals := tap.video.Packets()
 	first := tap.video.Ordered()[0]
