@@ -562,12 +562,18 @@ func (t *viewerTrack) retransmit(b *binding, hdr *rtp.Header, seq, firstSeq uint
 		if ts, ok := t.replayedTimestamp(seq, firstSeq); ok {
 			hdr.Timestamp = ts
 		}
-		if d := t.direct.Load(); d != nil {
-			_ = t.writeNow(d, hdr, p.Payload)
-			return
-		}
-		_, _ = b.w.WriteRTP(hdr, p.Payload)
+		t.writeAgain(b, hdr, p.Payload)
 	})
+}
+
+// writeAgain writes a packet the viewer was sent before, outside the
+// fan-out's batch.
+func (t *viewerTrack) writeAgain(b *binding, hdr *rtp.Header, payload []byte) {
+	if d := t.direct.Load(); d != nil {
+		_ = t.writeNow(d, hdr, payload)
+		return
+	}
+	_, _ = b.w.WriteRTP(hdr, payload)
 }
 
 // firstPacketResend is when a viewer's first video packet (the start of
@@ -588,11 +594,7 @@ func (t *viewerTrack) resend(p *media.Packet) {
 	}
 	hdr := p.Header
 	hdr.SSRC, hdr.PayloadType = b.ssrc, b.pt
-	if d := t.direct.Load(); d != nil {
-		_ = t.writeNow(d, &hdr, p.Payload)
-		return
-	}
-	_, _ = b.w.WriteRTP(&hdr, p.Payload)
+	t.writeAgain(b, &hdr, p.Payload)
 }
 
 // stopResend cancels a pending resend of the first packet.

@@ -40,7 +40,6 @@ const (
 	enterGetEvents = 1 << 0
 
 	featSingleMmap = 1 << 0
-	featNoDrop     = 1 << 1
 
 	setupClamp       = 1 << 4
 	setupCoopTaskrun = 1 << 8

@@ -248,11 +248,7 @@ func (b *sendBatch) scratch() []byte {
 // returned links (into stalled) have bytes their socket did not take.
 func (b *sendBatch) send(l *link, frame []byte, stalled []*link) ([]*link, error) {
 	if b.ring == nil {
-		err := l.send(frame)
-		if err == nil && l.pending() {
-			stalled = append(stalled, l)
-		}
-		return stalled, err
+		return sendNow(l, frame, stalled)
 	}
 	l.wmu.Lock()
 	if l.batched || len(l.wpend) > 0 {
@@ -262,11 +258,7 @@ func (b *sendBatch) send(l *link, frame []byte, stalled []*link) ([]*link, error
 			stalled = b.flush(stalled)
 			return b.send(l, append(b.scratch(), frame...), stalled)
 		}
-		err := l.send(frame)
-		if err == nil && l.pending() {
-			stalled = append(stalled, l)
-		}
-		return stalled, err
+		return sendNow(l, frame, stalled)
 	}
 	l.batched = true
 	l.wmu.Unlock()
@@ -279,6 +271,15 @@ func (b *sendBatch) send(l *link, frame []byte, stalled []*link) ([]*link, error
 		stalled = b.flush(stalled)
 	}
 	return stalled, nil
+}
+
+// sendNow writes frame on l with its own system call.
+func sendNow(l *link, frame []byte, stalled []*link) ([]*link, error) {
+	err := l.send(frame)
+	if err == nil && l.pending() {
+		stalled = append(stalled, l)
+	}
+	return stalled, err
 }
 
 // flush makes the queued writes; links whose socket took only part of a

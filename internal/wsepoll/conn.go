@@ -88,7 +88,6 @@ type Conn struct {
 	discarded int  // bytes thrown away after a protocol violation
 	peer      int  // peer's close code
 	peerRs    string
-	finished  bool // finish ran: the socket is no longer this connection's to read
 
 	mu         sync.Mutex
 	state      connState
@@ -101,8 +100,8 @@ type Conn struct {
 	finishWith error
 	failErr    error // a protocol violation by the peer, reported at the end
 	code       int   // close code we sent
-	finishOnce bool
-	inRing     bool // partial is a write queued in a Batch
+	finishOnce bool  // finish ran; written by the poller only, so it reads it without mu
+	inRing     bool  // partial is a write queued in a Batch
 	// The poller finished the connection while a Batch write was queued:
 	// the batch closes the descriptor, so that its number cannot be
 	// reused under the queued write.
@@ -160,7 +159,7 @@ func (c *Conn) sendLocked(frame []byte, key string, critical bool, b *Batch) Sen
 
 // startLocked writes f on the idle socket now, or queues the write in b.
 func (c *Conn) startLocked(f []byte, b *Batch) SendResult {
-	if b != nil && b.ring != nil {
+	if b.usable() {
 		return b.add(c, f)
 	}
 	return c.writeLocked(f)
@@ -202,9 +201,7 @@ const maxDeferred = 16 << 10
 // flushDeferred writes what was deferred, for the poller when the delay
 // is up; b, when not nil, carries the write.
 func (c *Conn) flushDeferred(b *Batch) {
-	if b != nil && b.ring != nil && b.ring.Space() == 0 {
-		b.Flush()
-	}
+	b.makeRoom()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.deferred) == 0 || c.state != stateOpen {

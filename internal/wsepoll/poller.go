@@ -407,7 +407,6 @@ func (p *poller) finish(c *Conn, err error) {
 		return
 	}
 	c.finishOnce = true
-	c.finished = true
 	if c.state < stateFinishing {
 		c.finishWith = err
 	}

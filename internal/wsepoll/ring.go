@@ -77,19 +77,14 @@ func (b *Batch) Release() {
 	t := b.t
 	t.batchMu.Lock()
 	defer t.batchMu.Unlock()
-	if b.ring == nil {
-		t.batchesMade.Add(-1)
+	if b.ring != nil && !t.closed.Load() {
+		t.batches <- b // never full: at most cap(t.batches) are made
 		return
 	}
-	if t.closed.Load() {
-		b.ring.Close()
-		return
-	}
-	select {
-	case t.batches <- b:
-	default:
+	if b.ring != nil {
 		b.ring.Close()
 	}
+	t.batchesMade.Add(-1)
 }
 
 // closeBatches closes the idle batches' rings when the transport closes;
@@ -109,18 +104,23 @@ func (t *Transport) closeBatches() {
 
 // Send is c.Send with the write, if one is due now, made at Flush.
 func (b *Batch) Send(c *Conn, frame []byte, key string, critical bool) SendResult {
-	if b == nil {
-		return c.Send(frame, key, critical)
-	}
-	if b.ring == nil {
-		return c.Send(frame, key, critical)
-	}
-	if b.ring.Space() == 0 {
-		b.Flush()
-	}
+	b.makeRoom()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sendLocked(frame, key, critical, b)
+}
+
+// usable reports whether b batches (a nil Batch, or one whose ring was
+// given up, writes at once).
+func (b *Batch) usable() bool { return b != nil && b.ring != nil }
+
+// makeRoom flushes a full batch; callers do it before taking a
+// connection's lock, since Flush takes the locks of the batch's
+// connections.
+func (b *Batch) makeRoom() {
+	if b.usable() && b.ring.Space() == 0 {
+		b.Flush()
+	}
 }
 
 // add queues f as c's write; callers hold c.mu and have checked that the
@@ -223,7 +223,7 @@ func (p *poller) readBatch(ready []*Conn, now int64) {
 	for _, d := range p.done {
 		c := ready[d.Tag]
 		ready[d.Tag] = nil
-		if c.finished {
+		if c.finishOnce {
 			continue // finished earlier in this round
 		}
 		switch n := int(d.Result); {
@@ -245,7 +245,7 @@ func (p *poller) readBatch(ready []*Conn, now int64) {
 		}
 	}
 	for _, c := range ready {
-		if c != nil && !c.finished {
+		if c != nil && !c.finishOnce {
 			p.read(c, now) // not read by the ring
 		}
 	}
