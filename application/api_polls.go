@@ -222,10 +222,11 @@ func (s *Server) pollLive(w http.ResponseWriter, r *http.Request) {
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
 	for {
-		s.mu.Lock()
 		changed := ps.watch()
-		p = ps.poll
-		s.mu.Unlock()
+		if ps.closed.Load() {
+			// The poll's other fields never change.
+			p.State = polls.StateClosed
+		}
 		counts, total, version := ps.tally.Counts()
 		ev := LiveEvent{ResultView: ResultView{Poll: p.ID, Choices: p.Choices, Counts: counts, Total: total, Final: p.State == polls.StateClosed},
 			Version: version, At: s.now().UnixMilli()}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/backchannel/backchannel/groups"
@@ -35,29 +36,39 @@ type pollState struct {
 	pushedAt time.Time // when
 	final    bool      // final results sent
 	timer    *time.Timer
-	changed  chan struct{} // closed and replaced when the counts or state change, if watched
-	watched  bool          // a live-results stream waits on changed
+	// Live-results streams wait without Server.mu, which votes hold for a
+	// whole upward batch: a stream queued behind it would lag by as long.
+	closed  atomic.Bool   // poll.State is closed
+	watchMu sync.Mutex    // guards changed
+	changed chan struct{} // closed and replaced when the counts or state change, if watched
+	watched atomic.Bool   // a live-results stream waits on changed
 }
 
 func (s *Server) newPollState(p polls.Poll) *pollState {
-	return &pollState{poll: p, audience: p.Audience(), tally: polls.NewTally(len(p.Choices), s.index.Count(p.Group)), changed: make(chan struct{})}
+	ps := &pollState{poll: p, audience: p.Audience(), tally: polls.NewTally(len(p.Choices), s.index.Count(p.Group)), changed: make(chan struct{})}
+	ps.closed.Store(p.State == polls.StateClosed)
+	return ps
 }
 
-// notify wakes live-results watchers. Callers hold Server.mu. Between two
-// looks of the watchers at the counts, only the first change closes the
-// channel: the rest cost nothing.
+// notify wakes live-results watchers. Between two looks of the watchers
+// at the counts, only the first change closes the channel: the rest cost
+// an atomic load.
 func (ps *pollState) notify() {
-	if ps.watched {
-		close(ps.changed)
-		ps.changed = make(chan struct{})
-		ps.watched = false
+	if !ps.watched.Load() || !ps.watched.CompareAndSwap(true, false) {
+		return
 	}
+	ps.watchMu.Lock()
+	close(ps.changed)
+	ps.changed = make(chan struct{})
+	ps.watchMu.Unlock()
 }
 
-// watch returns the channel the next change closes. Callers hold
-// Server.mu.
+// watch returns the channel the next change closes. Callers look at the
+// counts and at closed after it, so that no change goes unseen.
 func (ps *pollState) watch() <-chan struct{} {
-	ps.watched = true
+	ps.watchMu.Lock()
+	defer ps.watchMu.Unlock()
+	ps.watched.Store(true)
 	return ps.changed
 }
 
@@ -434,6 +445,7 @@ func (s *Server) ClosePoll(ctx context.Context, id string) (polls.Poll, error) {
 		ps.poll.ClosedAt = ps.poll.ClosesAt
 	}
 	p := ps.poll
+	ps.closed.Store(true)
 	ps.notify()
 	s.mu.Unlock()
 	if err := s.savePoll(ctx, p); err != nil {

@@ -1,7 +1,12 @@
 package application
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +148,77 @@ func TestAudienceMatchFollowsAttributeChanges(t *testing.T) {
 	p.setAttrs(groups.Attrs{groups.AttrStream: "cup", groups.AttrCountry: "BR"})
 	if !p.inAudience(brOnly) || !p.inAudience(cup) {
 		t.Fatal("back on cup from BR: not in the audience")
+	}
+}
+
+// TestLiveResultsDoNotWaitForTheServerLock: votes hold Server.mu for a
+// whole upward batch, so a live-results stream that needed it would lag the
+// votes by as long. A change made while the lock is held reaches the
+// stream before it is released, and so does a close.
+func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
+	s, err := New(Config{Bus: bus.NewMemory(), Edges: StaticEdge{ID: "e1"}, OperatorKey: "op"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.CreatePoll(context.Background(), polls.Spec{Stream: "cup", Question: "?", Choices: []string{"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	s.Routes(mux)
+	api := httptest.NewServer(mux)
+	defer api.Close()
+	req, _ := http.NewRequest("GET", api.URL+"/api/v1/polls/"+p.ID+"/live", nil)
+	req.Header.Set("Authorization", "Bearer op")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan LiveEvent, 10)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var e LiveEvent
+				_ = json.Unmarshal([]byte(data), &e)
+				events <- e
+			}
+		}
+	}()
+	next := func() LiveEvent {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatal("no live event while Server.mu is held")
+			return LiveEvent{}
+		}
+	}
+	if e := next(); e.Total != 0 || e.Final {
+		t.Fatalf("first event %+v", e)
+	}
+	s.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			s.mu.Unlock() // before the server waits for the stream's handler
+		}
+	}()
+	ps := s.polls[p.ID]
+	ps.tally.Apply("u1", 1, nil)
+	ps.notify()
+	if e := next(); e.Total != 1 || e.Counts[1] != 1 || e.Final {
+		t.Fatalf("after a vote %+v", e)
+	}
+	locked = false
+	s.mu.Unlock()
+	if _, err := s.ClosePoll(context.Background(), p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); !e.Final || e.Total != 1 {
+		t.Fatalf("after the close %+v", e)
 	}
 }
