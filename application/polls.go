@@ -139,13 +139,13 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 		return control.ErrCodeBadChoice, "no such choice"
 	case !ps.poll.Open(now):
 		// A resend of a vote counted before the close is still acked.
-		if prev, ok := ps.tally.Choice(p.uid); !ok || prev != choice {
+		if prev, ok := ps.tally.Choice(p.voter); !ok || prev != choice {
 			return control.ErrCodePollClosed, "the poll is closed"
 		}
 	case !p.inAudience(ps):
 		return control.ErrCodeNotAudience, "this poll is not for you"
 	default:
-		outcome := ps.tally.ApplyDims(p.uid, choice, p.dims)
+		outcome := ps.tally.ApplyDims(p.voter, choice, p.dims)
 		if outcome != polls.Unchanged {
 			ps.notify()
 		}
@@ -516,7 +516,7 @@ func (s *Server) sendStreamState(p *profile, stream string, out *outbox) {
 	slices.SortFunc(open, func(a, b *pollState) int { return a.poll.Created.Compare(b.poll.Created) })
 	for _, ps := range open {
 		var choice *int
-		if c, ok := ps.tally.Choice(p.uid); ok {
+		if c, ok := ps.tally.Choice(p.voter); ok {
 			choice = &c
 		}
 		out.add(p.conn, groups.SendLink(p.sid, control.Encode(pollMessage(ps.poll, choice)), true))

@@ -79,7 +79,8 @@ type Server struct {
 // profile is the application tier's mirror of one link.
 type profile struct {
 	sid, conn, uid string
-	streams        []string // nil = any; from the viewer JWT
+	voter          polls.Voter // uid, interned for the tallies
+	streams        []string    // nil = any; from the viewer JWT
 	facts          groups.Facts
 	lastSN         uint64
 	reported       bool // lastSN is meaningful
@@ -358,7 +359,7 @@ func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
 		}
 	}
 	newConn := s.conns[m.Conn] == 0
-	p := &profile{sid: m.Link, conn: m.Conn, uid: m.UID, streams: m.Streams, facts: *m.Facts}
+	p := &profile{sid: m.Link, conn: m.Conn, uid: m.UID, voter: polls.VoterOf(m.UID), streams: m.Streams, facts: *m.Facts}
 	p.setAttrs(all)
 	s.profiles[m.Link] = p
 	s.conns[m.Conn]++

@@ -108,7 +108,7 @@ func TestTallyOneVotePerUser(t *testing.T) {
 	if _, ok := tl.Breakdown("stream"); ok {
 		t.Fatal("stream is not a breakdown dimension")
 	}
-	if c, ok := tl.Choice("u2"); !ok || c != 1 {
+	if c, ok := tl.Choice(VoterOf("u2")); !ok || c != 1 {
 		t.Fatal("choice")
 	}
 	n := 0
