@@ -156,7 +156,13 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 	return "", ""
 }
 
-// votes counts a connection server's batch of votes under one lock.
+// votesPerLock bounds how many votes are counted under one hold of
+// Server.mu: an upward batch has thousands, and whatever else needs the
+// lock (the API, the pacer, links opening) would wait for all of them, tens
+// of milliseconds on a busy server.
+const votesPerLock = 256
+
+// votes counts a connection server's batch of votes.
 func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commit) {
 	var unknown []string
 	var refused []voteRefusal
@@ -166,6 +172,10 @@ func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commi
 	}
 	s.mu.Lock()
 	for i := range refs {
+		if i > 0 && i%votesPerLock == 0 {
+			s.mu.Unlock()
+			s.mu.Lock()
+		}
 		r := &refs[i]
 		p := s.profiles[string(r.Link)]
 		if p == nil {
