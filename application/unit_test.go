@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -221,4 +222,54 @@ func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
 	if e := next(); !e.Final || e.Total != 1 {
 		t.Fatalf("after the close %+v", e)
 	}
+}
+
+// TestVoteBatchLetsOthersTakeTheLock: a large upward batch is counted in
+// slices, so that another user of Server.mu gets it before the batch is
+// done rather than after all of it.
+func TestVoteBatchLetsOthersTakeTheLock(t *testing.T) {
+	s, err := New(Config{Bus: bus.NewMemory(), Edges: StaticEdge{ID: "e1"}, OperatorKey: "op"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.CreatePoll(context.Background(), polls.Spec{Stream: "cup", Question: "?", Choices: []string{"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const voters, repeats = 2000, 100
+	s.mu.Lock()
+	for i := range voters {
+		pr := &profile{sid: fmt.Sprintf("l%d", i), conn: "c1", uid: fmt.Sprintf("u%d", i)}
+		pr.voter = polls.VoterOf(pr.uid)
+		pr.setAttrs(groups.Attrs{groups.AttrStream: "cup"})
+		s.profiles[pr.sid] = pr
+	}
+	s.mu.Unlock()
+	refs := make([]groups.VoteRef, 0, voters*repeats)
+	for r := range repeats {
+		for i := range voters {
+			refs = append(refs, groups.VoteRef{Link: []byte(fmt.Sprintf("l%d", i)), Poll: []byte(p.ID), ID: []byte(fmt.Sprintf("v%d", r)), Choice: i % 2})
+		}
+	}
+	var out outbox
+	c := &commit{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.votes("c1", refs, &out, c)
+	}()
+	for s.polls[p.ID].tally.Voters() == 0 {
+		time.Sleep(50 * time.Microsecond)
+	}
+	s.mu.Lock()
+	counted := len(c.votes)
+	s.mu.Unlock()
+	<-done
+	if counted >= len(refs) {
+		t.Fatalf("the lock was free only after all %d votes", len(refs))
+	}
+	if len(c.votes) != len(refs) || s.polls[p.ID].tally.Voters() != voters {
+		t.Fatalf("%d votes recorded, %d voters counted", len(c.votes), s.polls[p.ID].tally.Voters())
+	}
+	t.Logf("another caller took the lock after %d of %d votes", counted, len(refs))
 }
