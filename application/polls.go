@@ -36,8 +36,8 @@ type pollState struct {
 	pushedAt time.Time // when
 	final    bool      // final results sent
 	timer    *time.Timer
-	// Live-results streams wait without Server.mu, which votes hold for a
-	// whole upward batch: a stream queued behind it would lag by as long.
+	// Live-results streams wait without Server.mu, which counting votes
+	// holds: a stream queued behind it would lag the votes by as long.
 	closed  atomic.Bool   // poll.State is closed
 	watchMu sync.Mutex    // guards changed
 	changed chan struct{} // closed and replaced when the counts or state change, if watched
@@ -151,7 +151,7 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 		}
 		s.metrics.votesBy[outcome].Inc()
 	}
-	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.uid, Choice: choice, Attrs: p.dimAttrs, AttrsKey: p.dims})
+	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.voter.ID(), Choice: choice, Attrs: p.dimAttrs, AttrsKey: p.dims})
 	c.addAck(p.conn, p.sid, id)
 	return "", ""
 }

@@ -78,12 +78,12 @@ type Server struct {
 
 // profile is the application tier's mirror of one link.
 type profile struct {
-	sid, conn, uid string
-	voter          polls.Voter // uid, interned for the tallies
-	streams        []string    // nil = any; from the viewer JWT
-	facts          groups.Facts
-	lastSN         uint64
-	reported       bool // lastSN is meaningful
+	sid, conn string
+	voter     polls.Voter // the user id, interned for the tallies
+	streams   []string    // nil = any; from the viewer JWT
+	facts     groups.Facts
+	lastSN    uint64
+	reported  bool // lastSN is meaningful
 
 	// What a vote needs, kept current where this tier changes the link's
 	// attributes (open, watch) rather than rebuilt per vote; guarded by
@@ -359,7 +359,7 @@ func (s *Server) linkOpened(m groups.Mirror, out *outbox) {
 		}
 	}
 	newConn := s.conns[m.Conn] == 0
-	p := &profile{sid: m.Link, conn: m.Conn, uid: m.UID, voter: polls.VoterOf(m.UID), streams: m.Streams, facts: *m.Facts}
+	p := &profile{sid: m.Link, conn: m.Conn, voter: polls.VoterOf(m.UID), streams: m.Streams, facts: *m.Facts}
 	p.setAttrs(all)
 	s.profiles[m.Link] = p
 	s.conns[m.Conn]++
@@ -626,5 +626,5 @@ func (s *Server) Profile(sid string) (ProfileView, bool) {
 		return ProfileView{}, false
 	}
 	attrs, _ := s.index.Attrs(sid)
-	return ProfileView{Sid: p.sid, Conn: p.conn, UID: p.uid, Facts: p.facts, Attrs: attrs, Groups: s.index.GroupsOf(sid)}, true
+	return ProfileView{Sid: p.sid, Conn: p.conn, UID: p.voter.ID(), Facts: p.facts, Attrs: attrs, Groups: s.index.GroupsOf(sid)}, true
 }

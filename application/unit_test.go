@@ -152,11 +152,10 @@ func TestAudienceMatchFollowsAttributeChanges(t *testing.T) {
 	}
 }
 
-// TestLiveResultsDoNotWaitForTheServerLock: votes hold Server.mu for a
-// whole upward batch, so a live-results stream that needed it would lag the
-// votes by as long. A change made while the lock is held reaches the
-// stream before it is released, and so does a close.
-func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
+// serverWithPoll returns an application server on an in-memory bus with
+// one open poll on stream "cup"; the operator key is "op".
+func serverWithPoll(t *testing.T) (*Server, polls.Poll) {
+	t.Helper()
 	s, err := New(Config{Bus: bus.NewMemory(), Edges: StaticEdge{ID: "e1"}, OperatorKey: "op"})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +164,14 @@ func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, p
+}
+
+// TestLiveResultsDoNotWaitForTheServerLock: counting votes holds Server.mu,
+// so a live-results stream that needed it would lag the votes by as long. A change made while the lock is held reaches the
+// stream before it is released, and so does a close.
+func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
+	s, p := serverWithPoll(t)
 	mux := http.NewServeMux()
 	s.Routes(mux)
 	api := httptest.NewServer(mux)
@@ -228,19 +235,11 @@ func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
 // slices, so that another user of Server.mu gets it before the batch is
 // done rather than after all of it.
 func TestVoteBatchLetsOthersTakeTheLock(t *testing.T) {
-	s, err := New(Config{Bus: bus.NewMemory(), Edges: StaticEdge{ID: "e1"}, OperatorKey: "op"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.CreatePoll(context.Background(), polls.Spec{Stream: "cup", Question: "?", Choices: []string{"a", "b"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := serverWithPoll(t)
 	const voters, repeats = 2000, 100
 	s.mu.Lock()
 	for i := range voters {
-		pr := &profile{sid: fmt.Sprintf("l%d", i), conn: "c1", uid: fmt.Sprintf("u%d", i)}
-		pr.voter = polls.VoterOf(pr.uid)
+		pr := &profile{sid: fmt.Sprintf("l%d", i), conn: "c1", voter: polls.VoterOf(fmt.Sprintf("u%d", i))}
 		pr.setAttrs(groups.Attrs{groups.AttrStream: "cup"})
 		s.profiles[pr.sid] = pr
 	}
