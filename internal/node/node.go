@@ -152,7 +152,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, errc: make(chan error, 8), cpu: cluster.NewCPUMeter()}
 	n.metrics = prometheus.NewRegistry()
-	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The scheduler latencies show a starved process: runnable goroutines
+	// waiting for a thread.
+	n.metrics.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeID}, n.metrics)
 
 	// The listener first: a cluster node announces its own URL.

@@ -94,7 +94,10 @@ type Report struct {
 	LatencyP50MS   float64 `json:"-"`
 	LatencyP99MS   float64 `json:"-"`
 	LatencySamples int     `json:"-"`
-	LiveEvents     int     `json:"live_events"`
+	// The same by the second of the vote phase in which the vote was sent:
+	// a latency that grows from second to second is a queue building up.
+	LatencyBySecond []Dist `json:"live_results_by_second"`
+	LiveEvents      int    `json:"live_events"`
 	ResultsFrames  int64   `json:"audience_results_frames"` // results frames the links read during the vote
 	FramesPerRead  float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
 
@@ -502,12 +505,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	time.Sleep(500 * time.Millisecond)
 	sseCancel()
 	sseWG.Wait()
-	var samples []float64
+	var samples []liveSample
 	for p, l := range live {
 		samples = l.pair(sends[p], samples)
 		rep.LiveEvents += len(l.events)
 	}
-	rep.Latency = summarize(samples)
+	rep.Latency, rep.LatencyBySecond = summarizeLive(samples, firstSend)
 	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencySamples = rep.Latency.P50, rep.Latency.P99, rep.Latency.N
 	return rep, nil
 }
@@ -608,17 +611,41 @@ func (l *liveStream) follow(ctx context.Context, cfg Config, id string, ready ch
 // to the first live event whose total includes it: votes are counted
 // nearly in the order they are sent, so the n-th vote sent is paired with
 // the first event whose total reaches n.
-func (l *liveStream) pair(sends []int64, out []float64) []float64 {
+func (l *liveStream) pair(sends []int64, out []liveSample) []liveSample {
 	slices.Sort(sends)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	seen := 0
 	for _, ev := range l.events {
 		for ; int64(seen) < ev.total && seen < len(sends); seen++ {
-			out = append(out, float64(ev.at-sends[seen])/1e6)
+			out = append(out, liveSample{sent: sends[seen], ms: float64(ev.at-sends[seen]) / 1e6})
 		}
 	}
 	return out
+}
+
+type liveSample struct {
+	sent int64 // unix ns
+	ms   float64
+}
+
+// summarizeLive is the distribution of all samples and, for each second
+// after start, of the votes sent in it.
+func summarizeLive(samples []liveSample, start int64) (all Dist, bySecond []Dist) {
+	ms := make([]float64, len(samples))
+	var seconds [][]float64
+	for i, s := range samples {
+		ms[i] = s.ms
+		sec := max(0, int((s.sent-start)/int64(time.Second)))
+		for len(seconds) <= sec {
+			seconds = append(seconds, nil)
+		}
+		seconds[sec] = append(seconds[sec], s.ms)
+	}
+	for _, v := range seconds {
+		bySecond = append(bySecond, summarize(v))
+	}
+	return summarize(ms), bySecond
 }
 
 func summarize(v []float64) Dist {

@@ -2,8 +2,11 @@ package votebench_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,5 +36,22 @@ func TestSmallRun(t *testing.T) {
 	t.Logf("%+v", rep)
 	if rep.VotesSent != 1200 || rep.Acks != 1200 || rep.Errors != 0 || !rep.TalliesExact || rep.LatencySamples != 1200 {
 		t.Fatalf("%+v", rep)
+	}
+	bySecond := 0
+	for _, d := range rep.LatencyBySecond {
+		bySecond += d.N
+	}
+	if len(rep.LatencyBySecond) == 0 || bySecond != rep.LatencySamples {
+		t.Fatalf("live results by second hold %d samples in %d seconds, want all %d", bySecond, len(rep.LatencyBySecond), rep.LatencySamples)
+	}
+	// What explains a lagging run: the node's goroutine scheduling delays.
+	resp, err := http.Get(n.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "go_sched_latencies_seconds_bucket") {
+		t.Fatal("the node's metrics have no go_sched_latencies_seconds")
 	}
 }
