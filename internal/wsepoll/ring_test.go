@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -161,5 +162,35 @@ func TestNilBatchSendsAtOnce(t *testing.T) {
 	b.Release()
 	if _, p := c.next(); string(p) != "now" {
 		t.Fatalf("got %q", p)
+	}
+}
+
+// A poller writes at most maxDeferredPerRound deferred frames a round, so
+// that thousands falling due together do not keep it from reading; the
+// deadline it returns says at once that more are due.
+func TestDeferredWritesAreBoundedPerRound(t *testing.T) {
+	p := &poller{}
+	const due = 2*maxDeferredPerRound + 10
+	for range due {
+		p.deferred = append(p.deferred, deferral{at: 100})
+	}
+	p.deferred = append(p.deferred, deferral{at: 5000})
+	var rounds []int
+	now := int64(1000)
+	for {
+		got, next := p.takeDue(nil, now)
+		rounds = append(rounds, len(got))
+		if next != 5000 && next > now {
+			t.Fatalf("round %d: next deadline %d, want one already past while more are due", len(rounds), next)
+		}
+		if next == 5000 {
+			break
+		}
+	}
+	if want := []int{maxDeferredPerRound, maxDeferredPerRound, 10}; !slices.Equal(rounds, want) {
+		t.Fatalf("deferred writes per round %v, want %v", rounds, want)
+	}
+	if got, next := p.takeDue(nil, 5000); len(got) != 1 || next != 0 {
+		t.Fatalf("the last deferral: %d taken, next %d", len(got), next)
 	}
 }
