@@ -96,10 +96,10 @@ type Report struct {
 	LatencySamples int     `json:"-"`
 	// The same by the second of the vote phase in which the vote was sent:
 	// a latency that grows from second to second is a queue building up.
-	LatencyBySecond []Dist `json:"live_results_by_second"`
-	LiveEvents      int    `json:"live_events"`
-	ResultsFrames  int64   `json:"audience_results_frames"` // results frames the links read during the vote
-	FramesPerRead  float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
+	LatencyBySecond []Dist  `json:"live_results_by_second"`
+	LiveEvents      int     `json:"live_events"`
+	ResultsFrames   int64   `json:"audience_results_frames"` // results frames the links read during the vote
+	FramesPerRead   float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
 
 	ServerCPUSeconds   float64 `json:"server_cpu_s,omitempty"` // during the vote phase
 	ServerCPUPerVoteUS float64 `json:"server_cpu_per_vote_us,omitempty"`
