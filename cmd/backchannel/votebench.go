@@ -45,6 +45,7 @@ func runVoteBench(args []string, out io.Writer) error {
 		serverPID = fs.Int("server-pid", 0, "the node's pid, for its CPU figures (default: the process listening on the URL's port)")
 		ackWait   = fs.Duration("ack-wait", time.Minute, "how long to wait for acks after the last vote")
 		seed      = fs.Uint64("seed", 0, "seed of choices, poll orders and phases (default random)")
+		compete   = fs.Bool("compete", false, "keep the driver in the normal scheduling policy (default: SCHED_BATCH, so that its wake-ups do not preempt the server's threads, as clients on other machines would not)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -60,7 +61,7 @@ func runVoteBench(args []string, out io.Writer) error {
 	rep, err := votebench.Run(ctx, votebench.Config{
 		URL: *url, APIKey: *key, Stream: *stream, Polls: *polls, Voters: *voters, Choices: *choices,
 		VoteEvery: *every, Sources: splitList(*sources), Workers: *workers, ServerPID: *serverPID,
-		AckWait: *ackWait, Seed: *seed,
+		AckWait: *ackWait, Seed: *seed, Compete: *compete,
 		Log: func(format string, a ...any) { fmt.Fprintf(os.Stderr, "votebench: "+format+"\n", a...) },
 	})
 	if rep != nil {

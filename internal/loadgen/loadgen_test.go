@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSummarize(t *testing.T) {
@@ -119,5 +122,26 @@ func TestWorkerProtocol(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Fatalf("worker output %s lacks %s", got, want)
 		}
+	}
+}
+
+// TestYieldToServer: every thread of the process, and a process it starts
+// afterwards, end up in SCHED_BATCH.
+func TestYieldToServer(t *testing.T) {
+	if err := YieldToServer(); err != nil {
+		t.Fatal(err)
+	}
+	self, err := ThreadPolicies(os.Getpid())
+	if err != nil || len(self) != 1 || self[unix.SCHED_BATCH] == 0 {
+		t.Fatalf("this process's threads by policy: %v %v; want all SCHED_BATCH (%d)", self, err, unix.SCHED_BATCH)
+	}
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	got, err := ThreadPolicies(child.Process.Pid)
+	if err != nil || len(got) != 1 || got[unix.SCHED_BATCH] == 0 {
+		t.Fatalf("a child's threads by policy: %v %v; want all SCHED_BATCH", got, err)
 	}
 }

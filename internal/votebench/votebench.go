@@ -51,8 +51,12 @@ type Config struct {
 	Dialers   int           // links each worker opens in parallel (32)
 	ServerPID int           // process whose CPU is reported as the server's (0: the one listening on URL's port, if found)
 	AckWait   time.Duration // how long to wait for acks after the last vote (60 s)
-	Seed      uint64        // choices, orders and phases derive from it (random)
-	Log       func(format string, args ...any)
+	// Compete keeps the driver's threads in the normal scheduling policy.
+	// By default a driver measuring a server in another process yields to
+	// it (loadgen.YieldToServer): its wake-ups do not preempt the server.
+	Compete bool
+	Seed    uint64 // choices, orders and phases derive from it (random)
+	Log     func(format string, args ...any)
 }
 
 // Dist summarizes latencies in ms.
@@ -69,6 +73,7 @@ type Report struct {
 	Voters         int     `json:"voters"`
 	Polls          int     `json:"polls"`
 	Workers        int     `json:"workers"`
+	DriverYields   bool    `json:"driver_yields"` // the driver ran as SCHED_BATCH (Config.Compete unset)
 	ConnectSeconds float64 `json:"connect_s"`
 	ConnectErrors  int     `json:"connect_errors"`
 
@@ -275,6 +280,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.ServerPID == os.Getpid() {
 		cfg.ServerPID = 0 // an in-process server: its CPU is not separable from the driver's
+	}
+	if !cfg.Compete && cfg.ServerPID != 0 {
+		// Before the workers start, so that they inherit it.
+		if err := loadgen.YieldToServer(); err != nil {
+			return nil, err
+		}
+		rep.DriverYields = true
 	}
 	workers, err := startWorkers(cfg)
 	defer func() {

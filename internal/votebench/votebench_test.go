@@ -37,6 +37,9 @@ func TestSmallRun(t *testing.T) {
 	if rep.VotesSent != 1200 || rep.Acks != 1200 || rep.Errors != 0 || !rep.TalliesExact || rep.LatencySamples != 1200 {
 		t.Fatalf("%+v", rep)
 	}
+	if rep.DriverYields {
+		t.Fatal("the driver yielded to a server in its own process")
+	}
 	bySecond := 0
 	for _, d := range rep.LatencyBySecond {
 		bySecond += d.N
