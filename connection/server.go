@@ -93,6 +93,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	history *history
+	latest  *latestFanout // latest-state group sends, off the downward handler
 	// resettable: the bus can lose shared state (bus.Resetter), so links
 	// keep their raw facts for re-announcing.
 	resettable bool
@@ -177,6 +178,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*link]struct{}),
 		bySid:   make(map[string]*link),
 		history: newHistory(cfg.HistorySize, cfg.HistoryTTL),
+		latest:  newLatestFanout(),
 	}
 	_, s.resettable = cfg.Bus.(bus.Resetter)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -587,6 +589,12 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
+	latestDone := make(chan struct{})
+	go func() {
+		defer close(latestDone)
+		s.latest.run(ctx, func(ls latestSend) { s.fanout(ls.group, ls.frame, ls.key, false, true) })
+	}()
+	defer func() { <-latestDone }()
 	errc := make(chan error, 2)
 	for _, topic := range []string{bus.Downward(s.cfg.ID), bus.Broadcast} {
 		go func() { errc <- s.cfg.Bus.Subscribe(ctx, topic, s.cfg.ID, s.handleDown) }()
@@ -742,7 +750,7 @@ func (s *Server) applyDown(m groups.Mirror) {
 			l.sendOne(m.Payload, m.Critical)
 		}
 	case groups.OpSendGroup:
-		s.fanout(m.Group, m.Payload, m.Critical)
+		s.sendGroup(m.Group, m.Payload, m.Critical)
 	case groups.OpCloseLink:
 		if l := s.linkBySid(m.Link); l != nil {
 			code := m.Code
@@ -760,15 +768,32 @@ func (s *Server) applyDown(m groups.Mirror) {
 	}
 }
 
-// fanout writes one group message to every member link: the frame is built
-// once and the same bytes go to each link, found through the index. Large
-// groups are split over several goroutines, each writing its share directly
-// (non-blocking) to the sockets.
-func (s *Server) fanout(group string, payload []byte, critical bool) {
+// sendGroup writes one group message to every member link. Latest-state
+// messages (poll results) go to the latestFanout's goroutine; others are
+// written here once the messages queued there before them are out.
+func (s *Server) sendGroup(group string, payload []byte, critical bool) {
 	head := parseGroupHead(payload)
 	key := head.latestKey()
 	frame := newFrame(payload)
 	s.history.add(group, head, key, frame, time.Now().UnixNano())
+	if !critical && key != "" && s.latest.push(latestSend{group: group, key: key, frame: frame}) {
+		return
+	}
+	s.latest.waitIdle(s.ctx)
+	s.fanout(group, frame, key, critical, false)
+}
+
+// backgroundBatch is how many links a background fan-out writes between
+// yields: one ring submission's worth, about a millisecond.
+const backgroundBatch = 256
+
+// fanout writes a group's frame to every member link: the same bytes go to
+// each link, found through the index. Large groups are split over a
+// goroutine per core, each writing its share directly (non-blocking) to
+// the sockets; in the background (latest-state sends), one goroutine
+// writes them all and yields between batches, so that reading the links
+// and counting votes never wait long behind it.
+func (s *Server) fanout(group string, frame []byte, key string, critical, background bool) {
 	members := s.index.Members(group)
 	n := len(members)
 	if n == 0 {
@@ -777,11 +802,17 @@ func (s *Server) fanout(group string, payload []byte, critical bool) {
 	deliver := func(part []*link) {
 		b := s.epoll.Batch()
 		defer b.Release()
-		for _, l := range part {
+		for i, l := range part {
+			if background && i > 0 && i%backgroundBatch == 0 {
+				runtime.Gosched()
+			}
 			l.deliverVia(b, frame, key, critical)
 		}
 	}
 	shards := min((n+s.cfg.FanoutShard-1)/s.cfg.FanoutShard, runtime.GOMAXPROCS(0))
+	if background {
+		shards = 1
+	}
 	if shards <= 1 {
 		deliver(members)
 	} else {
