@@ -97,11 +97,7 @@ func (f *latestFanout) run(ctx context.Context, deliver func(latestSend)) {
 		f.running = false
 		clear(f.queue)
 		f.queue = f.queue[:0]
-		select {
-		case <-f.idle:
-		default:
-			close(f.idle)
-		}
+		f.markIdleLocked()
 		f.mu.Unlock()
 	}()
 	for {
@@ -110,25 +106,34 @@ func (f *latestFanout) run(ctx context.Context, deliver func(latestSend)) {
 			return
 		case <-f.wake:
 		}
-		for {
-			f.mu.Lock()
-			if len(f.queue) == 0 {
-				select {
-				case <-f.idle:
-				default:
-					close(f.idle)
-				}
-				f.mu.Unlock()
-				break
-			}
-			ls := f.queue[0]
-			f.queue[0] = latestSend{}
-			f.queue = f.queue[1:]
-			f.mu.Unlock()
+		for ls, ok := f.next(); ok; ls, ok = f.next() {
 			deliver(ls)
 			if ctx.Err() != nil {
 				return
 			}
 		}
+	}
+}
+
+// next takes the first queued send; with none, the fan-out is idle.
+func (f *latestFanout) next() (latestSend, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) == 0 {
+		f.markIdleLocked()
+		return latestSend{}, false
+	}
+	ls := f.queue[0]
+	f.queue[0] = latestSend{}
+	f.queue = f.queue[1:]
+	return ls, true
+}
+
+// markIdleLocked releases waitIdle's callers; callers hold f.mu.
+func (f *latestFanout) markIdleLocked() {
+	select {
+	case <-f.idle:
+	default:
+		close(f.idle)
 	}
 }
