@@ -168,8 +168,9 @@ func serverWithPoll(t *testing.T) (*Server, polls.Poll) {
 }
 
 // TestLiveResultsDoNotWaitForTheServerLock: counting votes holds Server.mu,
-// so a live-results stream that needed it would lag the votes by as long. A change made while the lock is held reaches the
-// stream before it is released, and so does a close.
+// so a live-results stream that needed it would lag the votes by as long.
+// A change made while the lock is held reaches the stream before it is
+// released, and so does a close.
 func TestLiveResultsDoNotWaitForTheServerLock(t *testing.T) {
 	s, p := serverWithPoll(t)
 	mux := http.NewServeMux()

@@ -131,7 +131,7 @@ func TestYieldToServer(t *testing.T) {
 	if err := YieldToServer(); err != nil {
 		t.Fatal(err)
 	}
-	self, err := ThreadPolicies(os.Getpid())
+	self, err := threadPolicies(os.Getpid())
 	if err != nil || len(self) != 1 || self[unix.SCHED_BATCH] == 0 {
 		t.Fatalf("this process's threads by policy: %v %v; want all SCHED_BATCH (%d)", self, err, unix.SCHED_BATCH)
 	}
@@ -140,7 +140,7 @@ func TestYieldToServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { child.Process.Kill(); child.Wait() }()
-	got, err := ThreadPolicies(child.Process.Pid)
+	got, err := threadPolicies(child.Process.Pid)
 	if err != nil || len(got) != 1 || got[unix.SCHED_BATCH] == 0 {
 		t.Fatalf("a child's threads by policy: %v %v; want all SCHED_BATCH", got, err)
 	}

@@ -13,9 +13,9 @@ import (
 // it creates. A load generator on the machine of the server it measures
 // stands for clients on other machines: its CPU is shared fairly (the
 // weight is unchanged), but its wake-ups no longer preempt the server's
-// threads. Without it, every vote a worker sends on time preempted the
-// server mid-batch, and the server's own latency measured 2× worse than
-// the load alone explains (BENCHMARKS.md, "The load generator yields").
+// threads. Without it, a worker waking to send its due votes preempted
+// the server mid-batch: the live-results p99 measured 1.6× longer (median
+// of 7 interleaved pairs, BENCHMARKS.md, "The load generator yields").
 func YieldToServer() error {
 	// Threads can start while the list is read; a second pass catches
 	// those started from a thread that had not been switched yet.
@@ -38,9 +38,9 @@ func YieldToServer() error {
 	return nil
 }
 
-// ThreadPolicies counts process pid's threads by scheduling policy
+// threadPolicies counts process pid's threads by scheduling policy
 // (unix.SCHED_*).
-func ThreadPolicies(pid int) (map[uint32]int, error) {
+func threadPolicies(pid int) (map[uint32]int, error) {
 	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return nil, err
