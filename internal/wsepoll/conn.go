@@ -92,6 +92,7 @@ type Conn struct {
 	mu         sync.Mutex
 	state      connState
 	deferred   []byte     // frames that may wait (Defer), written with the next write or at the poller's deadline
+	deferDue   int64      // unix ns: that deadline, for the frames in deferred now
 	partial    []byte     // rest of the frame being written
 	ctrl       [][]byte   // control frames waiting behind partial
 	queue      []outFrame // data frames not started
@@ -190,7 +191,8 @@ func (c *Conn) Defer(frame []byte) SendResult {
 		return c.writeLocked(b)
 	}
 	if first {
-		c.p.deferUntil(c, time.Now().UnixNano()+int64(c.p.t.cfg.DeferDelay))
+		c.deferDue = time.Now().UnixNano() + int64(c.p.t.cfg.DeferDelay)
+		c.p.deferUntil(c, c.deferDue)
 	}
 	return Queued
 }
@@ -198,13 +200,15 @@ func (c *Conn) Defer(frame []byte) SendResult {
 // maxDeferred is how many deferred bytes make a write worth doing at once.
 const maxDeferred = 16 << 10
 
-// flushDeferred writes what was deferred, for the poller when the delay
-// is up; b, when not nil, carries the write.
-func (c *Conn) flushDeferred(b *Batch) {
+// flushDeferred writes what was deferred, for the poller when a deadline
+// is up at now; b, when not nil, carries the write. The deadline may be
+// that of frames which have since left with another write: the frames
+// deferred after them wait for their own.
+func (c *Conn) flushDeferred(b *Batch, now int64) {
 	b.makeRoom()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.deferred) == 0 || c.state != stateOpen {
+	if len(c.deferred) == 0 || c.state != stateOpen || c.deferDue > now {
 		return
 	}
 	f := c.deferred

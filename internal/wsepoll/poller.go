@@ -191,7 +191,7 @@ const maxDeferredPerRound = 256
 func (p *poller) flushDeferred(now int64) int64 {
 	due, next := p.takeDue(p.due[:0], now)
 	for _, d := range due {
-		d.c.flushDeferred(p.batch)
+		d.c.flushDeferred(p.batch, now)
 	}
 	p.batch.Flush()
 	clear(due)

@@ -151,6 +151,33 @@ func TestDeferredFramesFromManyLinks(t *testing.T) {
 	}
 }
 
+// A deferred frame waits its own DeferDelay: the deadline of earlier
+// frames, which left with another write before it was deferred, does not
+// write it early. (Before, it did, and with acks deferred often that was
+// about one extra write per link for every frame that carried acks.)
+func TestDeferredFrameWaitsItsOwnDelay(t *testing.T) {
+	const delay = 400 * time.Millisecond
+	f := newFixture(t, testConfig(Config{DeferDelay: delay}))
+	client := f.raw(nil)
+	c := f.conn(0)
+	c.Defer(Frame([]byte("ack 1")))
+	time.Sleep(delay / 2)
+	c.Send(Frame([]byte("results")), "", true) // takes ack 1 along
+	deferred := time.Now()
+	c.Defer(Frame([]byte("ack 2"))) // the deadline of ack 1 is still pending
+	for _, want := range []string{"ack 1", "results"} {
+		if op, p := client.next(); op != opText || string(p) != want {
+			t.Fatalf("got op %#x %q, want %q", op, p, want)
+		}
+	}
+	if op, p := client.next(); op != opText || string(p) != "ack 2" {
+		t.Fatalf("got op %#x %q, want ack 2", op, p)
+	}
+	if waited := time.Since(deferred); waited < delay {
+		t.Fatalf("ack 2 was written %v after it was deferred, before its delay of %v", waited, delay)
+	}
+}
+
 func TestNilBatchSendsAtOnce(t *testing.T) {
 	f := newFixture(t, testConfig(Config{}))
 	c := f.raw(nil)
