@@ -65,6 +65,7 @@ func runLoadgen(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.TextBytes, "text", 100, "notice text length in bytes")
 	fs.BoolVar(&o.NoRaw, "no-raw", false, "skip the raw baseline")
 	fs.IntVar(&o.RawShards, "raw-shards", 0, "writer goroutines of the raw baseline (default GOMAXPROCS)")
+	fs.BoolVar(&o.Compete, "compete", false, "keep the load generator in the normal scheduling policy (default: SCHED_BATCH, so that its wake-ups do not preempt the servers' threads, as clients on other machines would not)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

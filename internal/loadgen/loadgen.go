@@ -48,6 +48,11 @@ type Options struct {
 	TextBytes int           // notice text length (100)
 	NoRaw     bool          // skip the raw baseline
 	RawShards int           // writer goroutines of the raw baseline (GOMAXPROCS)
+	// Compete keeps the load generator's processes in the normal
+	// scheduling policy. By default they run as SCHED_BATCH
+	// (YieldToServer), so that their wake-ups do not preempt the servers
+	// they measure; the raw baseline server keeps the normal policy.
+	Compete bool
 	Exe       string        // executable to spawn as workers and raw server (os.Executable)
 	Log       io.Writer     // progress lines (stderr)
 }
@@ -92,6 +97,9 @@ type Result struct {
 	Rounds      int           `json:"rounds"`
 	NoticeBytes int           `json:"notice_text_bytes"`
 	FileLimit   uint64        `json:"file_limit"`
+	// DriverYields says the coordinator and its workers ran as
+	// SCHED_BATCH (Options.Compete unset).
+	DriverYields bool `json:"driver_yields"`
 	// PerConnection counts links per connection server in -connect runs.
 	PerConnection map[string]int `json:"per_connection,omitempty"`
 	StartedAtUTC  time.Time      `json:"started_at"`
@@ -201,6 +209,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	bc := servers[0]
 	defer func() { res.Server = *bc }()
 
+	// After the raw server started, which must not inherit it, and before
+	// the workers, which must.
+	if res.DriverYields, err = o.yieldToServers(); err != nil {
+		return nil, err
+	}
 	workers, err := startWorkers(o)
 	if err != nil {
 		return nil, err
@@ -400,6 +413,16 @@ func trigger(c *http.Client, o Options, name, rawAddr, text string) error {
 	return nil
 }
 
+// yieldToServers makes this process yield (YieldToServer) unless
+// o.Compete is set or the server under test runs in this process. It
+// reports whether it did.
+func (o Options) yieldToServers() (bool, error) {
+	if o.Compete || o.ServerPID == os.Getpid() {
+		return false, nil
+	}
+	return true, YieldToServer()
+}
+
 func startRaw(o Options) (*exec.Cmd, string, error) {
 	args := []string{"loadgen", "raw-server", "-addr", "127.0.0.1:0"}
 	if o.RawShards > 0 {
@@ -501,7 +524,11 @@ func (r *Result) Print(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\nbackchannel loadgen: %d workers, %d rounds, %d-byte notice text, open-files limit %d\n\n", r.Workers, r.Rounds, r.NoticeBytes, r.FileLimit)
+	policy := "SCHED_BATCH"
+	if !r.DriverYields {
+		policy = "normal"
+	}
+	fmt.Fprintf(w, "\nbackchannel loadgen: %d workers (%s scheduling), %d rounds, %d-byte notice text, open-files limit %d\n\n", r.Workers, policy, r.Rounds, r.NoticeBytes, r.FileLimit)
 	row("", func(s *ServerResult) string { return s.Name })
 	row("links (connect errors)", func(s *ServerResult) string { return fmt.Sprintf("%d (%d)", s.Links, s.ConnectErrors) })
 	row("connect rate (hello..endpoint)", func(s *ServerResult) string { return fmt.Sprintf("%.0f links/s", s.ConnectPerSec) })

@@ -145,3 +145,26 @@ func TestYieldToServer(t *testing.T) {
 		t.Fatalf("a child's threads by policy: %v %v; want all SCHED_BATCH", got, err)
 	}
 }
+
+// Run yields unless told to compete or measuring a server in its own
+// process (whose CPU it could not tell from its own anyway).
+func TestYieldToServersDecides(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want bool
+	}{
+		{"competes", Options{Compete: true, ServerPID: 1}, false},
+		{"server in this process", Options{ServerPID: os.Getpid()}, false},
+		{"server elsewhere", Options{ServerPID: 1}, true},
+	} {
+		got, err := tc.o.yieldToServers()
+		if err != nil || got != tc.want {
+			t.Fatalf("%s: yielded %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
+	self, err := threadPolicies(os.Getpid())
+	if err != nil || len(self) != 1 || self[unix.SCHED_BATCH] == 0 {
+		t.Fatalf("after yielding, this process's threads by policy: %v %v", self, err)
+	}
+}
