@@ -48,13 +48,13 @@ type Options struct {
 	TextBytes int           // notice text length (100)
 	NoRaw     bool          // skip the raw baseline
 	RawShards int           // writer goroutines of the raw baseline (GOMAXPROCS)
+	Exe       string        // executable to spawn as workers and raw server (os.Executable)
+	Log       io.Writer     // progress lines (stderr)
 	// Compete keeps the load generator's processes in the normal
 	// scheduling policy. By default they run as SCHED_BATCH
 	// (YieldToServer), so that their wake-ups do not preempt the servers
 	// they measure; the raw baseline server keeps the normal policy.
 	Compete bool
-	Exe       string        // executable to spawn as workers and raw server (os.Executable)
-	Log       io.Writer     // progress lines (stderr)
 }
 
 // ServerResult is one server's figures.
