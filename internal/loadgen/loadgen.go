@@ -211,7 +211,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	// After the raw server started, which must not inherit it, and before
 	// the workers, which must.
-	if res.DriverYields, err = o.yieldToServers(); err != nil {
+	if res.DriverYields, err = YieldToServerAt(o.ServerPID, o.Compete); err != nil {
 		return nil, err
 	}
 	workers, err := startWorkers(o)
@@ -411,16 +411,6 @@ func trigger(c *http.Client, o Options, name, rawAddr, text string) error {
 		return fmt.Errorf("loadgen: %s trigger answered %s: %s", name, resp.Status, b)
 	}
 	return nil
-}
-
-// yieldToServers makes this process yield (YieldToServer) unless
-// o.Compete is set or the server under test runs in this process. It
-// reports whether it did.
-func (o Options) yieldToServers() (bool, error) {
-	if o.Compete || o.ServerPID == os.Getpid() {
-		return false, nil
-	}
-	return true, YieldToServer()
 }
 
 func startRaw(o Options) (*exec.Cmd, string, error) {

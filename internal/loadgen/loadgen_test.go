@@ -146,19 +146,21 @@ func TestYieldToServer(t *testing.T) {
 	}
 }
 
-// Run yields unless told to compete or measuring a server in its own
-// process (whose CPU it could not tell from its own anyway).
-func TestYieldToServersDecides(t *testing.T) {
+// The load generators yield unless told to compete or measuring a server
+// they cannot tell apart from themselves.
+func TestYieldToServerAt(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		o    Options
-		want bool
+		name    string
+		pid     int
+		compete bool
+		want    bool
 	}{
-		{"competes", Options{Compete: true, ServerPID: 1}, false},
-		{"server in this process", Options{ServerPID: os.Getpid()}, false},
-		{"server elsewhere", Options{ServerPID: 1}, true},
+		{"competes", 1, true, false},
+		{"server unknown", 0, false, false},
+		{"server in this process", os.Getpid(), false, false},
+		{"server elsewhere", 1, false, true},
 	} {
-		got, err := tc.o.yieldToServers()
+		got, err := YieldToServerAt(tc.pid, tc.compete)
 		if err != nil || got != tc.want {
 			t.Fatalf("%s: yielded %v (%v), want %v", tc.name, got, err, tc.want)
 		}

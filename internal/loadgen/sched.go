@@ -38,6 +38,17 @@ func YieldToServer() error {
 	return nil
 }
 
+// YieldToServerAt yields (YieldToServer) unless compete is set or the
+// server under test, process serverPID, is unknown (0) or this process,
+// whose CPU could not be told from the generator's anyway. It reports
+// whether it yielded.
+func YieldToServerAt(serverPID int, compete bool) (bool, error) {
+	if compete || serverPID == 0 || serverPID == os.Getpid() {
+		return false, nil
+	}
+	return true, YieldToServer()
+}
+
 // threadPolicies counts process pid's threads by scheduling policy
 // (unix.SCHED_*).
 func threadPolicies(pid int) (map[uint32]int, error) {

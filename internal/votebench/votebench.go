@@ -281,12 +281,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.ServerPID == os.Getpid() {
 		cfg.ServerPID = 0 // an in-process server: its CPU is not separable from the driver's
 	}
-	if !cfg.Compete && cfg.ServerPID != 0 {
-		// Before the workers start, so that they inherit it.
-		if err := loadgen.YieldToServer(); err != nil {
-			return nil, err
-		}
-		rep.DriverYields = true
+	// Before the workers start, so that they inherit it.
+	var err error
+	if rep.DriverYields, err = loadgen.YieldToServerAt(cfg.ServerPID, cfg.Compete); err != nil {
+		return nil, err
 	}
 	workers, err := startWorkers(cfg)
 	defer func() {
