@@ -20,15 +20,11 @@ func YieldToServer() error {
 	// Threads can start while the list is read; a second pass catches
 	// those started from a thread that had not been switched yet.
 	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
+		tids, err := threads("self")
 		if err != nil {
 			return err
 		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
+		for _, tid := range tids {
 			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH}
 			if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && err != unix.ESRCH {
 				return fmt.Errorf("loadgen: thread %d to SCHED_BATCH: %w", tid, err)
@@ -52,16 +48,12 @@ func YieldToServerAt(serverPID int, compete bool) (bool, error) {
 // threadPolicies counts process pid's threads by scheduling policy
 // (unix.SCHED_*).
 func threadPolicies(pid int) (map[uint32]int, error) {
-	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	tids, err := threads(strconv.Itoa(pid))
 	if err != nil {
 		return nil, err
 	}
 	n := map[uint32]int{}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
+	for _, tid := range tids {
 		attr, err := unix.SchedGetAttr(tid, 0)
 		if err != nil {
 			continue // exited
@@ -69,4 +61,19 @@ func threadPolicies(pid int) (map[uint32]int, error) {
 		n[attr.Policy]++
 	}
 	return n, nil
+}
+
+// threads lists the thread ids of process pid ("self" for this one).
+func threads(pid string) ([]int, error) {
+	tasks, err := os.ReadDir("/proc/" + pid + "/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(tasks))
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
 }
