@@ -101,10 +101,14 @@ type Report struct {
 	LatencySamples int     `json:"-"`
 	// The same by the second of the vote phase in which the vote was sent:
 	// a latency that grows from second to second is a queue building up.
-	LatencyBySecond []Dist  `json:"live_results_by_second"`
-	LiveEvents      int     `json:"live_events"`
-	ResultsFrames   int64   `json:"audience_results_frames"` // results frames the links read during the vote
-	FramesPerRead   float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
+	LatencyBySecond []Dist `json:"live_results_by_second"`
+	LiveEvents      int    `json:"live_events"`
+	// Server stamp of a live event (its "at", ms) → the broadcaster's
+	// reader has it: the part of Latency spent after the server wrote the
+	// event, on the observer's side of the machine.
+	LiveReadLag   Dist    `json:"live_read_lag"`
+	ResultsFrames int64   `json:"audience_results_frames"` // results frames the links read during the vote
+	FramesPerRead float64 `json:"frames_per_read"`         // server frames per socket read on the driver's side
 
 	ServerCPUSeconds   float64 `json:"server_cpu_s,omitempty"` // during the vote phase
 	ServerCPUPerVoteUS float64 `json:"server_cpu_per_vote_us,omitempty"`
@@ -516,10 +520,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	sseCancel()
 	sseWG.Wait()
 	var samples []liveSample
+	var readLag []float64
 	for p, l := range live {
 		samples = l.pair(sends[p], samples)
+		readLag = l.readLag(readLag)
 		rep.LiveEvents += len(l.events)
 	}
+	rep.LiveReadLag = summarize(readLag)
 	rep.Latency, rep.LatencyBySecond = summarizeLive(samples, firstSend)
 	rep.LatencyP50MS, rep.LatencyP99MS, rep.LatencySamples = rep.Latency.P50, rep.Latency.P99, rep.Latency.N
 	return rep, nil
@@ -582,8 +589,9 @@ type liveStream struct {
 }
 
 type liveEvent struct {
-	at    int64 // unix ns
-	total int64
+	at       int64 // unix ns, read
+	serverAt int64 // unix ms, the event's stamp
+	total    int64
 }
 
 func (l *liveStream) follow(ctx context.Context, cfg Config, id string, ready chan<- struct{}) {
@@ -607,10 +615,11 @@ func (l *liveStream) follow(ctx context.Context, cfg Config, id string, ready ch
 		}
 		var ev struct {
 			Total int64 `json:"total"`
+			At    int64 `json:"at"`
 		}
 		if json.Unmarshal(data, &ev) == nil {
 			l.mu.Lock()
-			l.events = append(l.events, liveEvent{at: time.Now().UnixNano(), total: ev.Total})
+			l.events = append(l.events, liveEvent{at: time.Now().UnixNano(), serverAt: ev.At, total: ev.Total})
 			l.mu.Unlock()
 			signal()
 		}
@@ -629,6 +638,19 @@ func (l *liveStream) pair(sends []int64, out []liveSample) []liveSample {
 	for _, ev := range l.events {
 		for ; int64(seen) < ev.total && seen < len(sends); seen++ {
 			out = append(out, liveSample{sent: sends[seen], ms: float64(ev.at-sends[seen]) / 1e6})
+		}
+	}
+	return out
+}
+
+// readLag appends, for every event with a server stamp, how long after the
+// stamp it was read (ms; the clocks are one machine's).
+func (l *liveStream) readLag(out []float64) []float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range l.events {
+		if ev.serverAt > 0 {
+			out = append(out, float64(ev.at-ev.serverAt*int64(time.Millisecond))/1e6)
 		}
 	}
 	return out

@@ -47,6 +47,11 @@ func TestSmallRun(t *testing.T) {
 	if len(rep.LatencyBySecond) == 0 || bySecond != rep.LatencySamples {
 		t.Fatalf("live results by second hold %d samples in %d seconds, want all %d", bySecond, len(rep.LatencyBySecond), rep.LatencySamples)
 	}
+	// Every live event carries the server's stamp, and is read after it
+	// (the stamp is whole milliseconds, rounded down).
+	if lag := rep.LiveReadLag; lag.N != rep.LiveEvents || lag.N == 0 || lag.P50 < 0 {
+		t.Fatalf("read lag %+v over %d live events", lag, rep.LiveEvents)
+	}
 	// What explains a lagging run: the node's goroutine scheduling delays.
 	resp, err := http.Get(n.URL() + "/metrics")
 	if err != nil {
