@@ -306,13 +306,16 @@ func (s *Server) start() error {
 	s.startOnce.Do(func() {
 		if s.cfg.Transport == TransportEpoll {
 			s.epoll, s.startErr = wsepoll.New(wsepoll.Config{
-				MaxMessage:    s.cfg.MaxMessage,
-				QueueSoft:     s.cfg.QueueSoft,
-				QueueHard:     s.cfg.QueueHard,
-				WriteTimeout:  s.cfg.WriteTimeout,
-				DeferDelay:    s.cfg.ReplyDelay,
-				PlainSyscalls: s.cfg.PlainSyscalls,
-				Logger:        s.log,
+				MaxMessage:   s.cfg.MaxMessage,
+				QueueSoft:    s.cfg.QueueSoft,
+				QueueHard:    s.cfg.QueueHard,
+				WriteTimeout: s.cfg.WriteTimeout,
+				DeferDelay:   s.cfg.ReplyDelay,
+				// Acks wait for company only while the server is busy.
+				WriteDeferredWhenQuiet: true,
+				OnRoundEnd:             s.up.roundEnd,
+				PlainSyscalls:          s.cfg.PlainSyscalls,
+				Logger:                 s.log,
 			})
 			if s.startErr != nil {
 				return

@@ -684,3 +684,73 @@ func TestNoGoroutinesLeft(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d after:\n%s", base, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// A poller round that leaves many votes relays them when it ends, without
+// waiting for the flush timer.
+func TestBusyRoundRelaysItsVotesAtOnce(t *testing.T) {
+	if transportUnderTest != TransportEpoll {
+		t.Skip("round ends are the epoll transport's")
+	}
+	h := newHarness(t, func(c *Config) {
+		c.FlushDelay = time.Minute // the timer would be too late
+		c.RateLimit, c.RateBurst = 1e6, 1e6
+	})
+	const links = 8
+	var cs []*client
+	for range links {
+		c := h.dial(nil)
+		c.hello("")
+		cs = append(cs, c)
+	}
+	for j := range roundFlushVotes/links + 16 {
+		for i, c := range cs {
+			c.send(fmt.Sprintf(`{"t":"vote","poll":"p1","choice":1,"id":"v%d.%d"}`, i, j))
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		n := 0
+		for _, m := range h.up {
+			if m.Op == groups.OpVotes {
+				n += len(m.Votes)
+			}
+		}
+		h.mu.Unlock()
+		if n >= roundFlushVotes {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d votes relayed in 5 s, want at least %d long before the flush timer", n, roundFlushVotes)
+		}
+		select {
+		case <-h.upSeen:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// A full vote batch schedules one immediate flush, however many votes
+// arrive before that flush runs.
+func TestFullBatchSchedulesOneFlush(t *testing.T) {
+	h := newHarness(t, nil)
+	u := h.srv.up
+	u.flushMu.Lock() // the flush cannot run yet
+	var first *time.Timer
+	for i := range maxUpVotes + 100 {
+		u.addVote("l1", "u1", []byte("p1"), 1, fmt.Appendf(nil, "v%d", i))
+		if i == maxUpVotes-1 {
+			u.mu.Lock()
+			first = u.timer
+			u.mu.Unlock()
+		}
+	}
+	u.mu.Lock()
+	timer, immediate := u.timer, u.immediate
+	u.mu.Unlock()
+	u.flushMu.Unlock()
+	if !immediate || timer != first {
+		t.Fatalf("immediate flush scheduled: %v; the same timer after 100 more votes: %v", immediate, timer == first)
+	}
+	h.waitUp(func(m groups.Mirror) bool { return m.Op == groups.OpVotes && len(m.Votes) == maxUpVotes+100 })
+}

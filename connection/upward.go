@@ -26,16 +26,24 @@ type upward struct {
 	nvotes  int               // votes in pending batches and in votes
 	lastLen int               // bytes of the last vote batch, to size the next
 	timer   *time.Timer
-	stopped bool
+	// immediate: the timer is an immediate flush, which takes everything
+	// added before it runs; a full batch must not schedule another (each
+	// vote past the limit did: a timer and a goroutine per vote while the
+	// flush waited for a processor).
+	immediate bool
+	stopped   bool
 }
 
 // Batches larger than these are flushed at once; pending messages beyond
-// maxPending (the bus is failing) drop the oldest.
+// maxPending (the bus is failing) drop the oldest. A poller round that
+// leaves roundFlushVotes or more votes waiting relays them when it ends
+// (see roundEnd).
 const (
-	maxUpBatch   = 512
-	maxUpVotes   = 4096
-	maxPending   = 100_000
-	voteSizeHint = 64
+	maxUpBatch      = 512
+	maxUpVotes      = 4096
+	maxPending      = 100_000
+	voteSizeHint    = 64
+	roundFlushVotes = 1024
 )
 
 func newUpward(s *Server) *upward { return &upward{s: s} }
@@ -85,13 +93,30 @@ func (u *upward) closeVotesLocked() {
 
 func (u *upward) scheduleLocked(now bool) {
 	switch {
+	case u.immediate:
 	case now:
 		if u.timer != nil {
 			u.timer.Stop()
 		}
 		u.timer = time.AfterFunc(0, u.flush)
+		u.immediate = true
 	case u.timer == nil:
 		u.timer = time.AfterFunc(u.s.cfg.FlushDelay, u.flush)
+	}
+}
+
+// roundEnd relays the votes a busy poller round gathered, on the poller's
+// goroutine, once it has read what was ready: waiting for the flush
+// timer's goroutine cost them ~30 ms on average at 100,000 votes/s, since
+// that goroutine waits for a processor behind the pollers. Fewer votes
+// keep waiting for the timer, so that a quiet server does not publish a
+// batch per round.
+func (u *upward) roundEnd() {
+	u.mu.Lock()
+	n := u.nvotes
+	u.mu.Unlock()
+	if n >= roundFlushVotes {
+		u.flush()
 	}
 }
 
@@ -103,7 +128,12 @@ func (u *upward) flush() {
 	batch := u.pending
 	votes := u.nvotes
 	u.pending, u.nvotes = nil, 0
-	u.timer = nil
+	if u.timer != nil {
+		// A flush not called by the timer (roundEnd, stop) leaves it
+		// nothing to do.
+		u.timer.Stop()
+	}
+	u.timer, u.immediate = nil, false
 	u.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -119,6 +149,7 @@ func (u *upward) flush() {
 			u.nvotes += votes
 			if u.timer == nil {
 				u.timer = time.AfterFunc(250*time.Millisecond, u.flush)
+				u.immediate = false
 			}
 		}
 		u.mu.Unlock()
@@ -132,7 +163,7 @@ func (u *upward) stop(ctx context.Context) {
 	u.mu.Lock()
 	if u.timer != nil {
 		u.timer.Stop()
-		u.timer = nil
+		u.timer, u.immediate = nil, false
 	}
 	u.mu.Unlock()
 	u.flush()
@@ -140,7 +171,7 @@ func (u *upward) stop(ctx context.Context) {
 	u.stopped = true
 	if u.timer != nil {
 		u.timer.Stop()
-		u.timer = nil
+		u.timer, u.immediate = nil, false
 	}
 	u.pending, u.votes = nil, nil
 	u.mu.Unlock()

@@ -3,6 +3,7 @@
 package wsepoll
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -37,6 +38,10 @@ type poller struct {
 	// so appending keeps the order.
 	deferred []deferral
 	stop     bool
+	// draining: a quiet round found deferred frames and the poller writes
+	// them, a bounded number a round without waiting, until none is left
+	// (Config.WriteDeferredWhenQuiet); only the poller goroutine uses it.
+	draining bool
 }
 
 type deferral struct {
@@ -45,6 +50,14 @@ type deferral struct {
 }
 
 const wakeID = 0 // epoll data of the eventfd; connection ids start at 1
+
+// quietAfter is how long a poller must find nothing to read before it
+// writes deferred frames early (Config.WriteDeferredWhenQuiet).
+const quietAfter = 20 * time.Millisecond
+
+// busyRound is how many ready links end the early writes of a quiet
+// poller: the load is back, and deferred frames wait for company again.
+const busyRound = 16
 
 func newPoller(t *Transport) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -250,6 +263,7 @@ func (p *poller) shutdown() {
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 256)
 	sweepEvery := p.t.sweepInterval()
+	quietWrites := p.t.cfg.WriteDeferredWhenQuiet
 	var nextSweep int64
 	for {
 		timeout := -1
@@ -261,9 +275,17 @@ func (p *poller) run() {
 		if len(p.deferred) > 0 {
 			// Round up: waking a little late lets more frames ride along.
 			ms := int((p.deferred[0].at - time.Now().UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			if quietWrites {
+				ms = min(ms, int(quietAfter/time.Millisecond))
+			}
+			if p.draining {
+				ms = 0
+			}
 			if timeout < 0 || ms < timeout {
 				timeout = max(ms, 0)
 			}
+		} else {
+			p.draining = false
 		}
 		p.mu.Unlock()
 		if stop {
@@ -309,7 +331,24 @@ func (p *poller) run() {
 			p.ready = p.ready[:0]
 		}
 		p.handleKicks(now)
-		p.flushDeferred(time.Now().UnixNano())
+		if p.t.cfg.OnRoundEnd != nil && n > 0 {
+			p.t.cfg.OnRoundEnd()
+		}
+		if quietWrites {
+			switch {
+			case n == 0 && err == nil:
+				// Nothing to read for quietAfter (the longest timeout
+				// while frames are deferred), or nothing while draining.
+				p.draining = true
+			case n >= busyRound:
+				p.draining = false
+			}
+		}
+		if p.draining {
+			p.flushDeferred(math.MaxInt64)
+		} else {
+			p.flushDeferred(time.Now().UnixNano())
+		}
 		if now >= nextSweep {
 			p.sweep(now)
 			nextSweep = now + int64(sweepEvery)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,5 +221,65 @@ func TestDeferredWritesAreBoundedPerRound(t *testing.T) {
 	}
 	if got, next := p.takeDue(nil, 5000); len(got) != 1 || next != 0 {
 		t.Fatalf("the last deferral: %d taken, next %d", len(got), next)
+	}
+}
+
+// With WriteDeferredWhenQuiet, a poller that has nothing to read writes
+// its deferred frames without waiting for their delay: all of them, more
+// than one round's bound, soon after the links fall quiet.
+func TestQuietPollerWritesDeferredFramesEarly(t *testing.T) {
+	const delay = time.Minute
+	f := newFixture(t, testConfig(Config{DeferDelay: delay, WriteDeferredWhenQuiet: true, Pollers: 1}))
+	n := 2*maxDeferredPerRound + 10
+	clients := make([]*rawClient, n)
+	conns := make([]*Conn, n)
+	for i := range n {
+		clients[i] = f.raw(nil)
+		conns[i] = f.conn(i)
+	}
+	start := time.Now()
+	for i, c := range conns {
+		c.Defer(Frame(fmt.Appendf(nil, "ack %d", i)))
+	}
+	for i, c := range clients {
+		if op, p := c.next(); op != opText || string(p) != fmt.Sprintf("ack %d", i) {
+			t.Fatalf("client %d: op %#x %q", i, op, p)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the deferred frames of quiet links took %v, with a delay of %v", took, delay)
+	}
+}
+
+// OnRoundEnd runs on the poller after the round's messages were handled.
+func TestRoundEndFollowsTheRoundsMessages(t *testing.T) {
+	var rec atomic.Pointer[recorder]
+	var mu sync.Mutex
+	var seen []int // messages handled at each round end
+	f := newFixture(t, testConfig(Config{OnRoundEnd: func() {
+		r := rec.Load()
+		if r == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, len(r.messages()))
+	}}))
+	rec.Store(f.rec)
+	c := f.raw(nil)
+	c.send(clientFrame(opText, true, []byte("hello"), testMask))
+	f.rec.wait(t, func() bool { return len(f.rec.msgs) == 1 })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(seen)
+		mu.Unlock()
+		if slices.Contains(got, 1) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("round ends saw %v messages handled, never the one sent", got)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

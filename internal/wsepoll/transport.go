@@ -27,6 +27,16 @@ type Config struct {
 	WriteTimeout time.Duration // a backlog that makes no progress for this long drops the connection (10 s)
 	CloseTimeout time.Duration // how long to wait for the peer's close frame (2 s)
 	DeferDelay   time.Duration // longest a deferred frame (Conn.Defer) waits for company (20 ms)
+	// WriteDeferredWhenQuiet writes deferred frames before their delay is
+	// up once a poller has had nothing to read for quietAfter: a frame
+	// waits to share a write only while the server is busy, where sharing
+	// saves CPU; a quiet server has nothing to save, and the last replies
+	// of a burst go out at once instead of a DeferDelay later.
+	WriteDeferredWhenQuiet bool
+	// OnRoundEnd, when set, is called by each poller goroutine after it
+	// has read the links a round found ready, before its writes: the
+	// place to pass on what the round's messages produced.
+	OnRoundEnd func()
 	// PlainSyscalls turns off io_uring batching: every socket read and
 	// write is its own system call. Without io_uring in the kernel (or
 	// allowed by seccomp) the transport makes plain calls anyway.
