@@ -39,7 +39,7 @@ type Config struct {
 	QoEWindow  time.Duration // telemetry aggregation window (10 s)
 	QoEWindows int           // windows kept per group (6)
 
-	AudienceInterval time.Duration // least time between two results messages to one group (MinAudienceInterval)
+	AudienceInterval time.Duration // least time between two results messages to one group (DefaultAudienceInterval, at least MinAudienceInterval)
 	LiveInterval     time.Duration // least time between two live results events to the broadcaster (100 ms)
 	Recorder         Recorder      // recording service behind /api/v1/…/recording(s); nil: 501
 	// StreamInfo, when set, gives a live stream's current description
@@ -117,11 +117,18 @@ func (p *profile) inAudience(ps *pollState) bool {
 	return p.audMatch
 }
 
-// MinAudienceInterval is the default and the shortest time between two
-// poll results messages to one group: the audience sees at most two
-// updates a second, however fast votes arrive. Longer intervals save the
-// connection tier a write per link per update.
-const MinAudienceInterval = 500 * time.Millisecond
+// MinAudienceInterval is the shortest time between two poll results
+// messages to one group: the audience sees at most two updates a second,
+// however fast votes arrive. DefaultAudienceInterval is one a second:
+// each update is a write to every link of the audience, which on a busy
+// connection server costs about what a vote does, and at one a second
+// the votes' acknowledgements (Config.ReplyDelay on the connection
+// servers, also a second by default) ride these frames instead of
+// writes of their own. Measured in BENCHMARKS.md.
+const (
+	MinAudienceInterval     = 500 * time.Millisecond
+	DefaultAudienceInterval = time.Second
+)
 
 // New checks cfg and returns a server; Run starts its work.
 func New(cfg Config) (*Server, error) {
@@ -147,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.QoEWindows = 6
 	}
 	if cfg.AudienceInterval <= 0 {
-		cfg.AudienceInterval = MinAudienceInterval
+		cfg.AudienceInterval = DefaultAudienceInterval
 	}
 	if cfg.AudienceInterval < MinAudienceInterval {
 		return nil, fmt.Errorf("application: audience interval %v: poll results go to the audience at most twice a second (%v or more)", cfg.AudienceInterval, MinAudienceInterval)

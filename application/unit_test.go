@@ -111,8 +111,15 @@ func TestNewChecksConfig(t *testing.T) {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
-	if _, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k"}); err != nil {
+	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if s.cfg.AudienceInterval != DefaultAudienceInterval {
+		t.Fatalf("audience interval %v by default, want %v", s.cfg.AudienceInterval, DefaultAudienceInterval)
+	}
+	if _, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", AudienceInterval: MinAudienceInterval}); err != nil {
+		t.Fatalf("the shortest audience interval refused: %v", err)
 	}
 }
 

@@ -62,7 +62,9 @@ type Config struct {
 	FlushDelay   time.Duration // longest wait before relaying client messages upward (20 ms)
 	// ReplyDelay is the longest an acknowledgement waits for other frames
 	// to the same link, so that they share one write (DefaultReplyDelay,
-	// at most MaxReplyDelay).
+	// at most MaxReplyDelay). It waits only while the server is busy: on
+	// the epoll transport a poller with nothing to read for 20 ms writes
+	// what waits.
 	ReplyDelay  time.Duration
 	HistorySize int           // group messages kept per group for resume (128)
 	HistoryTTL  time.Duration // how long a group message is kept for resume (2 min)
@@ -72,7 +74,7 @@ type Config struct {
 
 // Config.ReplyDelay's default and upper bound.
 const (
-	DefaultReplyDelay = 250 * time.Millisecond
+	DefaultReplyDelay = time.Second
 	MaxReplyDelay     = 5 * time.Second
 )
 

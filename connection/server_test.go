@@ -374,6 +374,9 @@ func TestConnectEndpoint(t *testing.T) {
 	if _, err := New(Config{ID: "c4", Bus: h.bus, Identity: h.ids, ReplyDelay: time.Minute}); err == nil {
 		t.Fatal("a reply delay of a minute accepted")
 	}
+	if s, err := New(Config{ID: "c5", Bus: h.bus, Identity: h.ids}); err != nil || s.cfg.ReplyDelay != DefaultReplyDelay {
+		t.Fatalf("default reply delay: %v", err)
+	}
 }
 
 func TestOriginCheck(t *testing.T) {

@@ -103,7 +103,7 @@ func runNode(cmd string, args []string, out io.Writer) error {
 		wsTransp   = fs.String("ws-transport", "epoll", "control-link transport: epoll (no goroutine per idle link) or coder (coder/websocket)")
 		ioURing    = fs.Bool("io-uring", true, "epoll transport: batch socket reads and writes with io_uring where the kernel allows it (false: one system call each)")
 		replyDelay = fs.Duration("reply-delay", connection.DefaultReplyDelay, fmt.Sprintf("connection: longest a vote's ack waits for another frame to the same link, to share its write (at most %v)", connection.MaxReplyDelay))
-		audience   = fs.Duration("audience-interval", application.MinAudienceInterval, "application: least time between two poll results messages to one group (the default is also the shortest allowed)")
+		audience   = fs.Duration("audience-interval", application.DefaultAudienceInterval, fmt.Sprintf("application: least time between two poll results messages to one group (at least %v)", application.MinAudienceInterval))
 		demoFlag   = fs.Bool("demo", false, "publish the built-in demo clip as stream \"demo\"")
 		nodeID     = fs.String("node-id", "", "this node's id (default: host name)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
