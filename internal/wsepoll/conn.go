@@ -184,6 +184,11 @@ func (c *Conn) Defer(frame []byte) SendResult {
 		return Queued
 	}
 	first := len(c.deferred) == 0
+	if c.deferred == nil {
+		// Room for a few acks: growing from one frame's size copied the
+		// buffer once or twice per write it waited for.
+		c.deferred = make([]byte, 0, max(deferredRoom, len(frame)))
+	}
 	c.deferred = append(c.deferred, frame...)
 	if len(c.deferred) >= maxDeferred {
 		b := c.deferred
@@ -196,6 +201,10 @@ func (c *Conn) Defer(frame []byte) SendResult {
 	}
 	return Queued
 }
+
+// deferredRoom is what a link's deferred frames get when the first one
+// comes: a vote's ack is ~40 bytes.
+const deferredRoom = 192
 
 // maxDeferred is how many deferred bytes make a write worth doing at once.
 const maxDeferred = 16 << 10
