@@ -111,18 +111,29 @@ func (u *upward) scheduleLocked(now bool) {
 // that goroutine waits for a processor behind the pollers. Fewer votes
 // keep waiting for the timer, so that a quiet server does not publish a
 // batch per round.
+//
+// The poller does not wait for a flush already under way (the timer's):
+// the votes then go at the next round's end or with the timer. With a
+// Redis bus the publish is a round trip on the poller's goroutine, at most
+// once per roundFlushVotes votes.
 func (u *upward) roundEnd() {
 	u.mu.Lock()
 	n := u.nvotes
 	u.mu.Unlock()
-	if n >= roundFlushVotes {
-		u.flush()
+	if n >= roundFlushVotes && u.flushMu.TryLock() {
+		defer u.flushMu.Unlock()
+		u.flushHeld()
 	}
 }
 
 func (u *upward) flush() {
 	u.flushMu.Lock()
 	defer u.flushMu.Unlock()
+	u.flushHeld()
+}
+
+// flushHeld publishes what is pending; callers hold flushMu.
+func (u *upward) flushHeld() {
 	u.mu.Lock()
 	u.closeVotesLocked()
 	batch := u.pending
