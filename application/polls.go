@@ -80,6 +80,10 @@ type commit struct {
 	order []string                     // connection servers in first-ack order
 	ack   []byte                       // scratch
 	hint  int                          // ack bytes expected per connection server
+	// The batch of the last ack's connection server: a batch of votes
+	// comes from one, so its acks skip the map.
+	lastConn string
+	last     *groups.SendBatch
 }
 
 // Vote batches are recycled: after warming up they are as large as a
@@ -100,7 +104,10 @@ func putVotes(v []store.Vote) {
 
 // addAck queues the ack of vote id for a link of connection server conn.
 func (c *commit) addAck(conn, sid string, id []byte) {
-	b := c.acks[conn]
+	b := c.last
+	if b == nil || conn != c.lastConn {
+		b = c.acks[conn]
+	}
 	if b == nil {
 		if c.acks == nil {
 			c.acks = make(map[string]*groups.SendBatch)
@@ -109,6 +116,7 @@ func (c *commit) addAck(conn, sid string, id []byte) {
 		c.acks[conn] = b
 		c.order = append(c.order, conn)
 	}
+	c.last, c.lastConn = b, conn
 	c.ack = append(c.ack[:0], `{"t":"ack","id":`...)
 	c.ack = appendJSONString(c.ack, id)
 	c.ack = append(c.ack, '}')
