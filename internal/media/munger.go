@@ -21,7 +21,7 @@ type Munger struct {
 
 	seqOffset uint16
 	tsOffset  uint32
-	baseIn    uint16 // first input sequence number of the current source
+	baseIn    uint16 // oldest input sequence number forwarded for the current source
 	highestIn uint16
 
 	lastSeq uint16
@@ -32,6 +32,10 @@ type Munger struct {
 // maxStragglerAge is how far (in packets) behind the newest one a late
 // packet may arrive and still be forwarded.
 const maxStragglerAge = 1 << 14
+
+// reorderRoom is how far (in packets) before the first packet of a stream
+// a late one may be and still be forwarded.
+const reorderRoom = 32
 
 // NewMunger returns a munger for a clock rate (Hz) whose first output packet
 // will carry firstSeq and firstTS. Streams start them at random values, as
@@ -45,8 +49,9 @@ func (m *Munger) Reset() { m.synced = false }
 
 // Munge maps an input packet of the current source to its output sequence
 // number and timestamp. ok is false for packets that must be dropped:
-// stragglers from before the current source's first packet, whose output
-// numbers would collide with packets already sent.
+// stragglers from before a new source's first packet, whose output numbers
+// would collide with packets already sent, and those more than reorderRoom
+// before the first packet of a stream.
 func (m *Munger) Munge(seq uint16, ts uint32, now time.Time) (outSeq uint16, outTS uint32, ok bool) {
 	if !m.synced {
 		m.resync(seq, ts, now)
@@ -70,12 +75,19 @@ func (m *Munger) Munge(seq uint16, ts uint32, now time.Time) (outSeq uint16, out
 
 func (m *Munger) resync(seq uint16, ts uint32, now time.Time) {
 	outSeq, outTS := m.firstSeq, m.firstTS
+	// The first packet to arrive need not be the first sent: packets of
+	// one frame can be reordered (by the network, or by pion's ICE when
+	// several local candidates share one socket), and a keyframe's
+	// parameter sets arriving just after its first slice must still go
+	// out. Before any packet was sent, numbers below the first are free.
+	base := seq - reorderRoom
 	if m.sent {
 		outSeq = m.lastSeq + 1
 		outTS = m.lastTS + m.ticksSince(now)
+		base = seq // numbers below outSeq went out for the old source
 	}
 	m.seqOffset, m.tsOffset = outSeq-seq, outTS-ts
-	m.baseIn, m.highestIn = seq, seq
+	m.baseIn, m.highestIn = base, seq
 	m.lastSeq, m.lastTS, m.lastAt = outSeq, outTS, now
 	m.sent, m.synced = true, true
 }

@@ -29,6 +29,19 @@ func TestMungerFirstPacketUsesStartValues(t *testing.T) {
 	if ls, lt, ok := m.Last(); !ok || ls != 1004 || lt != 11000 {
 		t.Fatalf("Last = (%d, %d, %v), want newest (1004, 11000)", ls, lt, ok)
 	}
+	// A packet sent before the first one to arrive (a keyframe's parameter
+	// sets, reordered behind its first slice) keeps its place too: nothing
+	// was sent before the stream's first packet.
+	seq, ts, ok = m.Munge(41, 777, now)
+	if !ok || seq != 999 || ts != 5000 {
+		t.Fatalf("packet reordered behind the first = (%d, %d, %v), want (999, 5000, true)", seq, ts, ok)
+	}
+	if _, _, ok := m.Munge(42-reorderRoom-1, 777, now); ok {
+		t.Fatal("a packet further before the first than reorderRoom was forwarded")
+	}
+	if ls, _, _ := m.Last(); ls != 1004 {
+		t.Fatalf("Last = %d after late packets, want 1004", ls)
+	}
 }
 
 func TestMungerTakeoverContinuity(t *testing.T) {

@@ -495,3 +495,35 @@ type nopSink struct{}
 func (nopSink) WriteRTP(*Packet)               {}
 func (nopSink) WriteSenderReport(SenderReport) {}
 func (nopSink) Detached(error)                 {}
+
+// The first keyframe's parameter sets arriving behind its first slice (a
+// reordering seen with pion's ICE when several local candidates share one
+// socket) still reach the sinks, in their sequence place: without them the
+// viewers could not decode until the next keyframe.
+func TestParameterSetsReorderedBehindTheFirstKeyframe(t *testing.T) {
+	r := NewRegistry("n")
+	pub, _ := r.Publish("s", PublisherInfo{}, []Codec{h264}, &fakeSource{})
+	w, _ := pub.Track(KindVideo)
+	a := &recordingSink{}
+	if _, err := w.Track().AddSink(a); err != nil {
+		t.Fatal(err)
+	}
+	idr := pkt(21, 4000, nalIDR)
+	idr.Marker = true
+	for _, p := range []*rtp.Packet{idr, pkt(20, 4000, stapA(nalSPS, nalPPS)), pkt(22, 7000, nalSlice)} {
+		if err := w.WriteRTP(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := a.snapshot()
+	if len(got) != 3 {
+		t.Fatalf("sink got %d packets, want 3", len(got))
+	}
+	if !got[0].Keyframe || !bytes.Equal(got[1].Payload, stapA(nalSPS, nalPPS)) {
+		t.Fatalf("first packets %+v %+v: want the IDR (the start), then the parameter sets", got[0], got[1])
+	}
+	if got[1].Header.SequenceNumber != got[0].Header.SequenceNumber-1 || got[2].Header.SequenceNumber != got[0].Header.SequenceNumber+1 {
+		t.Fatalf("sequence numbers %d %d %d: the parameter sets must keep their place before the IDR",
+			got[0].Header.SequenceNumber, got[1].Header.SequenceNumber, got[2].Header.SequenceNumber)
+	}
+}
