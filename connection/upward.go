@@ -95,14 +95,19 @@ func (u *upward) scheduleLocked(now bool) {
 	switch {
 	case u.immediate:
 	case now:
-		if u.timer != nil {
-			u.timer.Stop()
-		}
-		u.timer = time.AfterFunc(0, u.flush)
-		u.immediate = true
+		u.stopTimerLocked()
+		u.timer, u.immediate = time.AfterFunc(0, u.flush), true
 	case u.timer == nil:
 		u.timer = time.AfterFunc(u.s.cfg.FlushDelay, u.flush)
 	}
+}
+
+// stopTimerLocked cancels the scheduled flush, if any; callers hold mu.
+func (u *upward) stopTimerLocked() {
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	u.timer, u.immediate = nil, false
 }
 
 // roundEnd relays the votes a busy poller round gathered, on the poller's
@@ -139,12 +144,9 @@ func (u *upward) flushHeld() {
 	batch := u.pending
 	votes := u.nvotes
 	u.pending, u.nvotes = nil, 0
-	if u.timer != nil {
-		// A flush not called by the timer (roundEnd, stop) leaves it
-		// nothing to do.
-		u.timer.Stop()
-	}
-	u.timer, u.immediate = nil, false
+	// A flush not called by the timer (roundEnd, stop) leaves it nothing
+	// to do.
+	u.stopTimerLocked()
 	u.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -160,7 +162,6 @@ func (u *upward) flushHeld() {
 			u.nvotes += votes
 			if u.timer == nil {
 				u.timer = time.AfterFunc(250*time.Millisecond, u.flush)
-				u.immediate = false
 			}
 		}
 		u.mu.Unlock()
@@ -172,18 +173,12 @@ func (u *upward) flushHeld() {
 // stop flushes what is pending, once, and prevents further flushes.
 func (u *upward) stop(ctx context.Context) {
 	u.mu.Lock()
-	if u.timer != nil {
-		u.timer.Stop()
-		u.timer, u.immediate = nil, false
-	}
+	u.stopTimerLocked()
 	u.mu.Unlock()
 	u.flush()
 	u.mu.Lock()
 	u.stopped = true
-	if u.timer != nil {
-		u.timer.Stop()
-		u.timer, u.immediate = nil, false
-	}
+	u.stopTimerLocked()
 	u.pending, u.votes = nil, nil
 	u.mu.Unlock()
 }

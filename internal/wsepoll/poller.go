@@ -212,6 +212,31 @@ func (p *poller) flushDeferred(now int64) int64 {
 	return next
 }
 
+// writeDeferred writes the deferred frames due after a round that found n
+// ready links (waited: epoll_wait returned without error): those whose
+// delay is up or, with Config.WriteDeferredWhenQuiet, all of them, a
+// bounded number a round, from a round that found nothing to read until
+// none is left or a busy round comes.
+func (p *poller) writeDeferred(n int, waited bool) {
+	now := time.Now().UnixNano()
+	if p.t.cfg.WriteDeferredWhenQuiet {
+		switch {
+		case n == 0 && waited:
+			// Nothing to read for quietAfter (the longest timeout while
+			// frames are deferred), or nothing while draining.
+			p.draining = true
+		case n >= busyRound:
+			p.draining = false
+		}
+		if p.draining {
+			now = math.MaxInt64
+		}
+	}
+	if p.flushDeferred(now) == 0 {
+		p.draining = false
+	}
+}
+
 // takeDue moves up to maxDeferredPerRound deferrals due at now to due and
 // returns the next deadline (0: none), which is already past when more are
 // due.
@@ -263,7 +288,6 @@ func (p *poller) shutdown() {
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 256)
 	sweepEvery := p.t.sweepInterval()
-	quietWrites := p.t.cfg.WriteDeferredWhenQuiet
 	var nextSweep int64
 	for {
 		timeout := -1
@@ -275,7 +299,7 @@ func (p *poller) run() {
 		if len(p.deferred) > 0 {
 			// Round up: waking a little late lets more frames ride along.
 			ms := int((p.deferred[0].at - time.Now().UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-			if quietWrites {
+			if p.t.cfg.WriteDeferredWhenQuiet {
 				ms = min(ms, int(quietAfter/time.Millisecond))
 			}
 			if p.draining {
@@ -284,8 +308,6 @@ func (p *poller) run() {
 			if timeout < 0 || ms < timeout {
 				timeout = max(ms, 0)
 			}
-		} else {
-			p.draining = false
 		}
 		p.mu.Unlock()
 		if stop {
@@ -334,21 +356,7 @@ func (p *poller) run() {
 		if p.t.cfg.OnRoundEnd != nil && n > 0 {
 			p.t.cfg.OnRoundEnd()
 		}
-		if quietWrites {
-			switch {
-			case n == 0 && err == nil:
-				// Nothing to read for quietAfter (the longest timeout
-				// while frames are deferred), or nothing while draining.
-				p.draining = true
-			case n >= busyRound:
-				p.draining = false
-			}
-		}
-		if p.draining {
-			p.flushDeferred(math.MaxInt64)
-		} else {
-			p.flushDeferred(time.Now().UnixNano())
-		}
+		p.writeDeferred(n, err == nil)
 		if now >= nextSweep {
 			p.sweep(now)
 			nextSweep = now + int64(sweepEvery)
