@@ -106,7 +106,7 @@ func TestBacklogCommittedInPieces(t *testing.T) {
 
 	var votes [][]byte
 	for m, p := range ps {
-		vb := groups.NewVoteBatch("c1", links)
+		vb := groups.NewVoteBatch("c1", 0, links)
 		for i := range links {
 			vb.Add(fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []byte(p.ID), (i+m)%3, fmt.Appendf(nil, "%d.%d", i, m))
 		}
@@ -162,5 +162,132 @@ func TestBacklogCommittedInPieces(t *testing.T) {
 		if n != links {
 			t.Errorf("poll %s: %d votes in the log, want %d", p.ID, n, links)
 		}
+	}
+}
+
+// A numbered vote batch is answered, once its votes are in the log, by one
+// report naming it (OpCommitted) with the indexes of the votes not counted,
+// which get an error or a resync instead; no vote is acked one by one.
+func TestNumberedBatchReportedCommitted(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bus.NewMemory()
+	defer b.Close()
+	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var run sync.WaitGroup
+	run.Add(1)
+	go func() { defer run.Done(); s.Run(ctx) }()
+	var opens [][]byte
+	for i := range 2 {
+		opens = append(opens, groups.LinkOpened("c1", fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []string{"s"}, groups.Facts{IP: "10.0.0.1"}, groups.Attrs{groups.AttrStream: "s"}).Encode())
+	}
+	if err := b.Publish(ctx, bus.Upward, opens...); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.CreatePoll(ctx, polls.Spec{Stream: "s", Question: "q?", Choices: []string{"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		n := len(s.profiles)
+		s.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 links known", n)
+		}
+	}
+	down := make(chan groups.Mirror, 100)
+	subCtx, stopSub := context.WithCancel(ctx)
+	defer stopSub()
+	go b.Subscribe(subCtx, bus.Downward("c1"), "test", func(_ context.Context, batch []bus.Message) error {
+		for _, m := range batch {
+			dm, err := groups.DecodeMirror(m.Data)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			down <- dm
+		}
+		return nil
+	})
+	first := groups.Votes("c1", 41, []groups.ClientVote{
+		{Link: "l0", UID: "u0", Poll: p.ID, Choice: 0, ID: "a"},
+		{Link: "gone", UID: "u9", Poll: p.ID, Choice: 0, ID: "b"}, // unknown link: resync
+		{Link: "l1", UID: "u1", Poll: p.ID, Choice: 7, ID: "c"},   // no such choice: error
+		{Link: "l1", UID: "u1", Poll: p.ID, Choice: 1, ID: "d"},
+	})
+	second := groups.Votes("c1", 42, []groups.ClientVote{{Link: "l0", UID: "u0", Poll: p.ID, Choice: 1, ID: "e"}})
+	if err := b.Publish(ctx, bus.Upward, first.Encode(), second.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	var committed []groups.CommittedBatch
+	var errs, closes int
+	for len(committed) < 2 {
+		select {
+		case m := <-down:
+			switch m.Op {
+			case groups.OpCommitted:
+				committed = append(committed, m.Committed...)
+			case groups.OpSends:
+				for _, sd := range m.Sends {
+					if strings.Contains(string(sd.Payload), `"t":"ack"`) {
+						t.Fatalf("a vote of a numbered batch acked one by one: %s", sd.Payload)
+					}
+					if strings.Contains(string(sd.Payload), `"t":"error"`) && sd.Link == "l1" {
+						errs++
+					}
+				}
+			case groups.OpSendLink:
+				if strings.Contains(string(m.Payload), `"t":"error"`) && m.Link == "l1" {
+					errs++
+				}
+			case groups.OpCloseLink:
+				if m.Link == "gone" {
+					closes++
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reports %+v within 10 s, want batches 41 and 42", committed)
+		}
+	}
+	want := []groups.CommittedBatch{{Batch: 41, Refused: []int{1, 2}}, {Batch: 42}}
+	if fmt.Sprint(committed) != fmt.Sprint(want) {
+		t.Fatalf("reported %+v, want %+v", committed, want)
+	}
+	if errs != 1 || closes != 1 {
+		t.Fatalf("%d errors to l1 and %d resyncs of the unknown link, want 1 and 1", errs, closes)
+	}
+	s.mu.Lock()
+	counts, total, _ := s.polls[p.ID].tally.Counts()
+	s.mu.Unlock()
+	if total != 2 || counts[0] != 0 || counts[1] != 2 {
+		t.Fatalf("counts %v (%d), want [0 2]: u0 moved to b, u1 chose b", counts, total)
+	}
+	cancel()
+	run.Wait()
+	st.Close()
+	// What was reported committed is in the log.
+	st2, err := store.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	n := 0
+	if err := st2.Votes(context.Background(), p.ID, func(store.Vote) { n++ }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("%d votes in the log, want 2 (one per user)", n)
 	}
 }

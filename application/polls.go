@@ -73,13 +73,16 @@ func (ps *pollState) watch() <-chan struct{} {
 }
 
 // commit is one upward batch's votes, waiting to be made durable before
-// they are acknowledged.
+// they are acknowledged: the votes of numbered vote batches by naming
+// their batches to the connection server that relayed them (OpCommitted),
+// which then acks them, and other votes one by one (OpSends).
 type commit struct {
-	votes []store.Vote
-	acks  map[string]*groups.SendBatch // by connection server
-	order []string                     // connection servers in first-ack order
-	ack   []byte                       // scratch
-	hint  int                          // ack bytes expected per connection server
+	votes     []store.Vote
+	acks      map[string]*groups.SendBatch // by connection server
+	committed map[string]*groups.Committed // by connection server
+	order     []string                     // connection servers in first-reply order
+	ack       []byte                       // scratch
+	hint      int                          // ack bytes expected per connection server
 	// The batch of the last ack's connection server: a batch of votes
 	// comes from one, so its acks skip the map.
 	lastConn string
@@ -102,6 +105,33 @@ func putVotes(v []store.Vote) {
 	voteSlices.Put(&v)
 }
 
+// replyTo notes that conn gets replies from this commit.
+func (c *commit) replyTo(conn string) {
+	if _, ok := c.acks[conn]; ok {
+		return
+	}
+	if _, ok := c.committed[conn]; ok {
+		return
+	}
+	c.order = append(c.order, conn)
+}
+
+// addCommitted names vote batch batch of connection server conn in this
+// commit's report to it; the votes at the refused indexes were answered
+// with an error and are not acked.
+func (c *commit) addCommitted(conn string, batch uint64, refused []int) {
+	b := c.committed[conn]
+	if b == nil {
+		c.replyTo(conn)
+		if c.committed == nil {
+			c.committed = make(map[string]*groups.Committed)
+		}
+		b = groups.NewCommitted()
+		c.committed[conn] = b
+	}
+	b.Add(batch, refused)
+}
+
 // addAck queues the ack of vote id for a link of connection server conn.
 func (c *commit) addAck(conn, sid string, id []byte) {
 	b := c.last
@@ -109,17 +139,15 @@ func (c *commit) addAck(conn, sid string, id []byte) {
 		b = c.acks[conn]
 	}
 	if b == nil {
+		c.replyTo(conn)
 		if c.acks == nil {
 			c.acks = make(map[string]*groups.SendBatch)
 		}
 		b = groups.NewSendBatch(max(c.hint, 64<<10) / 64)
 		c.acks[conn] = b
-		c.order = append(c.order, conn)
 	}
 	c.last, c.lastConn = b, conn
-	c.ack = append(c.ack[:0], `{"t":"ack","id":`...)
-	c.ack = appendJSONString(c.ack, id)
-	c.ack = append(c.ack, '}')
+	c.ack = control.AppendAck(c.ack[:0], id)
 	// Critical: a lost ack makes the player resend after its next
 	// reconnect, which is harmless but slow to converge. It may wait to
 	// share a write with other frames to the link.
@@ -134,11 +162,12 @@ type voteRefusal struct {
 }
 
 // voteLocked counts one vote of profile p: one per user per poll, a
-// changed vote moving the count. Its ack is queued in c, sent by the
-// committer once the vote is durable. Callers hold s.mu, so that a vote is
-// either counted before a close or refused after it: the final results
-// hold every acked vote. It returns the refusal code and message, if any.
-func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now time.Time, c *commit) (code, msg string) {
+// changed vote moving the count. It is recorded in c, made durable by the
+// committer, which then has it acked (the caller tells c how). Callers
+// hold s.mu, so that a vote is either counted before a close or refused
+// after it: the final results hold every acked vote. It returns the
+// refusal code and message, if any.
+func (s *Server) voteLocked(p *profile, poll []byte, choice int, now time.Time, c *commit) (code, msg string) {
 	ps := s.polls[string(poll)]
 	switch {
 	case ps == nil:
@@ -160,7 +189,6 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 		s.metrics.votesBy[outcome].Inc()
 	}
 	c.votes = append(c.votes, store.Vote{Poll: ps.poll.ID, User: p.voter.ID(), Choice: choice, Attrs: p.dimAttrs, AttrsKey: p.dims})
-	c.addAck(p.conn, p.sid, id)
 	return "", ""
 }
 
@@ -170,10 +198,12 @@ func (s *Server) voteLocked(p *profile, poll []byte, choice int, id []byte, now 
 // of milliseconds on a busy server.
 const votesPerLock = 256
 
-// votes counts a connection server's batch of votes.
-func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commit) {
+// votes counts a connection server's batch of votes, numbered batch (0:
+// none, each vote is acked on its own).
+func (s *Server) votes(conn string, batch uint64, refs []groups.VoteRef, out *outbox, c *commit) {
 	var unknown []string
 	var refused []voteRefusal
+	var refusedAt []int // indexes of the votes not counted, for a numbered batch
 	now := s.now()
 	if c.votes == nil {
 		c.votes = getVotes()
@@ -188,11 +218,18 @@ func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commi
 		p := s.profiles[string(r.Link)]
 		if p == nil {
 			unknown = append(unknown, string(r.Link))
+			refusedAt = append(refusedAt, i)
 			continue
 		}
-		if code, msg := s.voteLocked(p, r.Poll, r.Choice, r.ID, now, c); code != "" {
+		if code, msg := s.voteLocked(p, r.Poll, r.Choice, now, c); code != "" {
 			refused = append(refused, voteRefusal{p: p, id: string(r.ID), code: code, msg: msg})
+			refusedAt = append(refusedAt, i)
+		} else if batch == 0 {
+			c.addAck(p.conn, p.sid, r.ID)
 		}
+	}
+	if batch != 0 {
+		c.addCommitted(conn, batch, refusedAt)
 	}
 	s.mu.Unlock()
 	for _, sid := range unknown {
@@ -206,7 +243,10 @@ func (s *Server) votes(conn string, refs []groups.VoteRef, out *outbox, c *commi
 // vote counts one vote relayed as a JSON client message.
 func (s *Server) vote(p *profile, v *control.Vote, out *outbox, c *commit) {
 	s.mu.Lock()
-	code, msg := s.voteLocked(p, []byte(v.Poll), v.Choice, []byte(v.ID), s.now(), c)
+	code, msg := s.voteLocked(p, []byte(v.Poll), v.Choice, s.now(), c)
+	if code == "" {
+		c.addAck(p.conn, p.sid, []byte(v.ID))
+	}
 	s.mu.Unlock()
 	if code != "" {
 		s.refuseVote(voteRefusal{p: p, id: v.ID, code: code, msg: msg}, out)
@@ -271,14 +311,20 @@ func (s *Server) committer(ctx context.Context) {
 		for _, c := range batch {
 			c.votes = nil
 		}
-		acks := map[string][][]byte{}
+		// Per connection server, its replies of each commit in order.
+		replies := map[string][][]byte{}
 		var order []string
 		for _, c := range batch {
 			for _, conn := range c.order {
-				if _, ok := acks[conn]; !ok {
+				if _, ok := replies[conn]; !ok {
 					order = append(order, conn)
 				}
-				acks[conn] = append(acks[conn], c.acks[conn].Bytes())
+				if b := c.acks[conn]; b != nil {
+					replies[conn] = append(replies[conn], b.Bytes())
+				}
+				if b := c.committed[conn]; b != nil {
+					replies[conn] = append(replies[conn], b.Bytes())
+				}
 			}
 		}
 		// The next commits' ack batches start as large as these were.
@@ -290,27 +336,15 @@ func (s *Server) committer(ctx context.Context) {
 		}
 		s.ackHint.Store(int64(largest + largest/4))
 		for _, conn := range order {
-			if err := s.cfg.Bus.Publish(ctx, bus.Downward(conn), acks[conn]...); err != nil {
+			if err := s.cfg.Bus.Publish(ctx, bus.Downward(conn), replies[conn]...); err != nil {
 				// The votes are counted; an unacknowledged vote is resent
 				// by its player after a reconnect and acked then.
 				s.log.Warn("sending acks failed", "conn", conn, "err", err)
 				continue
 			}
-			s.metrics.sent.Add(float64(len(acks[conn])))
+			s.metrics.sent.Add(float64(len(replies[conn])))
 		}
 	}
-}
-
-func appendJSONString[S string | []byte](b []byte, s S) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			q, _ := json.Marshal(string(s))
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -276,7 +276,7 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	}()
 	for _, bm := range batch {
 		if groups.IsBatch(bm.Data) {
-			conn, votes, err := groups.DecodeVotes(bm.Data, refs[:0])
+			conn, vbatch, votes, err := groups.DecodeVotes(bm.Data, refs[:0])
 			if err != nil {
 				s.log.Warn("skipping a bad upward batch", "id", bm.ID, "err", err)
 				continue
@@ -288,7 +288,7 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 				s.seen[lastConn] = now
 				s.mu.Unlock()
 			}
-			s.votes(lastConn, refs, &out, c)
+			s.votes(lastConn, vbatch, refs, &out, c)
 			if len(c.votes) >= maxCommitVotes {
 				if err := s.handOver(ctx, &out, c); err != nil {
 					return err

@@ -263,7 +263,7 @@ func TestVoteBatchLetsOthersTakeTheLock(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.votes("c1", refs, &out, c)
+		s.votes("c1", 0, refs, &out, c)
 	}()
 	for s.polls[p.ID].tally.Voters() == 0 {
 		time.Sleep(50 * time.Microsecond)

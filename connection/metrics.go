@@ -20,8 +20,13 @@ type metrics struct {
 	reannounced prometheus.Counter
 	votesUp     prometheus.Counter
 	linkSends   prometheus.Counter
-	ioUring     prometheus.Gauge
-	inByType    map[string]prometheus.Counter // messagesIn of the known types, looked up once
+	votesAcked  prometheus.Counter
+	// commitsUnmatched: a committed batch not waiting (named twice, or
+	// pushed out); acksDropped: votes of batches pushed out unacked.
+	commitsUnmatched prometheus.Counter
+	acksDropped      prometheus.Counter
+	ioUring          prometheus.Gauge
+	inByType         map[string]prometheus.Counter // messagesIn of the known types, looked up once
 }
 
 // in counts one accepted client frame of type t.
@@ -74,6 +79,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		linkSends: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "backchannel_connection_link_sends_total", Help: "Messages to single links (acks, errors, state) handed to their links.",
 		}),
+		votesAcked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_connection_votes_acked_total", Help: "Votes this server acked once the application tier reported their batch durable.",
+		}),
+		commitsUnmatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_connection_commits_unmatched_total", Help: "Vote batches reported durable that were not waiting here: reported twice (redelivered and committed again) or pushed out.",
+		}),
+		acksDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "backchannel_connection_acks_dropped_total", Help: "Votes never acked because their batch waited for its commit behind more than a million newer votes; their players resend them after reconnecting.",
+		}),
 		ioUring: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "backchannel_connection_io_uring", Help: "1 when the epoll transport batches socket reads and writes with io_uring, 0 when it makes one system call each (no io_uring, --io-uring=false, or not started).",
 		}),
@@ -82,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, t := range []string{control.TypeHello, control.TypeWatch, control.TypeTelemetry, control.TypeVote, control.TypeResume} {
 		m.inByType[t] = m.messagesIn.WithLabelValues(t)
 	}
-	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced, m.votesUp, m.linkSends, m.ioUring} {
+	for _, c := range []prometheus.Collector{m.links, m.messagesIn, m.messagesOut, m.dropped, m.closes, m.rejected, m.busErrors, m.fanouts, m.resumes, m.replayed, m.reannounced, m.votesUp, m.linkSends, m.votesAcked, m.commitsUnmatched, m.acksDropped, m.ioUring} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -90,6 +90,7 @@ type Server struct {
 	metrics *metrics
 	index   *groups.Index[*link]
 	up      *upward
+	acks    ackWaits
 
 	ctx    context.Context // ends at Shutdown; parent of every link operation
 	cancel context.CancelFunc
@@ -672,7 +673,11 @@ func (s *Server) reannounce() int {
 func (s *Server) handleDown(_ context.Context, batch []bus.Message) error {
 	for _, bm := range batch {
 		if groups.IsBatch(bm.Data) {
-			s.applySends(bm)
+			if groups.IsCommitted(bm.Data) {
+				s.applyCommitted(bm)
+			} else {
+				s.applySends(bm)
+			}
 			continue
 		}
 		m, err := groups.DecodeMirror(bm.Data)
@@ -695,7 +700,8 @@ type sendScratch struct {
 
 var sendScratchPool = sync.Pool{New: func() any { return new(sendScratch) }}
 
-// applySends delivers an OpSends batch (a commit's acks): links are looked
+// applySends delivers an OpSends batch (acks of votes relayed one by one,
+// errors): links are looked
 // up under one lock for the whole batch, and each frame is built in place
 // with its link's seq.
 func (s *Server) applySends(bm bus.Message) {

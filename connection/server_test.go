@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/backchannel/backchannel/groups"
 	"github.com/backchannel/backchannel/internal/bus"
@@ -741,7 +742,7 @@ func TestFullBatchSchedulesOneFlush(t *testing.T) {
 	u.flushMu.Lock() // the flush cannot run yet
 	var first *time.Timer
 	for i := range maxUpVotes + 100 {
-		u.addVote("l1", "u1", []byte("p1"), 1, fmt.Appendf(nil, "v%d", i))
+		u.addVote(nil, "l1", "u1", []byte("p1"), 1, fmt.Appendf(nil, "v%d", i))
 		if i == maxUpVotes-1 {
 			u.mu.Lock()
 			first = u.timer
@@ -756,4 +757,88 @@ func TestFullBatchSchedulesOneFlush(t *testing.T) {
 		t.Fatalf("immediate flush scheduled: %v; the same timer after 100 more votes: %v", immediate, timer == first)
 	}
 	h.waitUp(func(m groups.Mirror) bool { return m.Op == groups.OpVotes && len(m.Votes) == maxUpVotes+100 })
+}
+
+// A vote batch reported committed has its votes acked here, each on its
+// own link, but those the application refused; a report naming it again
+// (the batch was redelivered and committed twice) acks nothing more.
+func TestCommittedBatchAcksItsVotes(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.FlushDelay = 20 * time.Millisecond })
+	a, b := h.dial(nil), h.dial(nil)
+	a.hello("")
+	b.hello("")
+	a.send(`{"t":"vote","poll":"p1","choice":1,"id":"a1"}`)
+	b.send(`{"t":"vote","poll":"p1","choice":0,"id":"b\"1"}`)
+	var batch groups.Mirror
+	h.waitUp(func(m groups.Mirror) bool {
+		if m.Op != groups.OpVotes {
+			return false
+		}
+		batch.Votes = append(batch.Votes, m.Votes...)
+		batch.Batch = m.Batch
+		return len(batch.Votes) == 2
+	})
+	if batch.Batch == 0 {
+		t.Fatal("the vote batch has no number")
+	}
+	if h.srv.acks.waiting() != 2 {
+		t.Fatalf("%d votes wait for their commit, want 2", h.srv.acks.waiting())
+	}
+	if len(batch.Votes) != 2 || batch.Votes[0].ID == batch.Votes[1].ID {
+		t.Fatalf("votes relayed %+v", batch.Votes)
+	}
+	a.quiet(100 * time.Millisecond) // nothing before the commit
+	// The second vote (whichever link cast it) is refused.
+	refusedID := batch.Votes[1].ID
+	h.down(groups.CommittedBatches([]groups.CommittedBatch{{Batch: batch.Batch, Refused: []int{1}}}))
+	acked, quiet := a, b
+	if refusedID == "a1" {
+		acked, quiet = b, a
+	}
+	m := acked.nextJSON()
+	if m["t"] != "ack" || m["id"] != batch.Votes[0].ID || m["seq"] == nil {
+		t.Fatalf("ack %v, want one for %q with a seq", m, batch.Votes[0].ID)
+	}
+	quiet.quiet(150 * time.Millisecond)
+	h.down(groups.CommittedBatches([]groups.CommittedBatch{{Batch: batch.Batch}}))
+	acked.quiet(150 * time.Millisecond)
+	quiet.quiet(50 * time.Millisecond)
+	if h.srv.acks.waiting() != 0 {
+		t.Fatalf("%d votes still wait", h.srv.acks.waiting())
+	}
+	if got := testutil.ToFloat64(h.srv.metrics.commitsUnmatched); got != 1 {
+		t.Fatalf("unmatched commits %v, want 1", got)
+	}
+}
+
+// Votes waiting for a commit that never comes are bounded: the oldest
+// batches go first, counted.
+func TestAckWaitsBounded(t *testing.T) {
+	var a ackWaits
+	links := make([]*link, maxWaitingVotes/4)
+	for i := uint64(1); i <= 4; i++ {
+		if d := a.expect(i, nil, links); d != 0 {
+			t.Fatalf("batch %d pushed out %d votes", i, d)
+		}
+	}
+	if _, ok := a.take(2); !ok {
+		t.Fatal("batch 2 not waiting")
+	}
+	if d := a.expect(5, nil, links); d != 0 {
+		t.Fatalf("room was made by taking batch 2, yet %d votes went", d)
+	}
+	if d := a.expect(6, nil, links); d != len(links) {
+		t.Fatalf("pushed out %d votes, want batch 1's %d", d, len(links))
+	}
+	if _, ok := a.take(1); ok {
+		t.Fatal("batch 1 still waits")
+	}
+	for _, n := range []uint64{3, 4, 5, 6} {
+		if _, ok := a.take(n); !ok {
+			t.Fatalf("batch %d lost", n)
+		}
+	}
+	if a.waiting() != 0 || len(a.batches) != 0 {
+		t.Fatalf("%d votes, %d batches left", a.waiting(), len(a.batches))
+	}
 }

@@ -2,6 +2,7 @@ package connection
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -23,9 +24,15 @@ type upward struct {
 	mu      sync.Mutex
 	pending [][]byte          // encoded messages, in order
 	votes   *groups.VoteBatch // the batch being filled, after pending
+	batch   uint64            // its number
+	links   []*link           // the link of each of its votes
 	nvotes  int               // votes in pending batches and in votes
-	lastLen int               // bytes of the last vote batch, to size the next
-	timer   *time.Timer
+	// nextBatch numbers vote batches; it starts at random, so that a
+	// commit report meant for an earlier run of this server (same id,
+	// redelivered by the bus) names no batch of this one.
+	nextBatch uint64
+	lastLen   int // bytes of the last vote batch, to size the next
+	timer     *time.Timer
 	// immediate: the timer is an immediate flush, which takes everything
 	// added before it runs; a full batch must not schedule another (each
 	// vote past the limit did: a timer and a goroutine per vote while the
@@ -46,7 +53,9 @@ const (
 	roundFlushVotes = 1024
 )
 
-func newUpward(s *Server) *upward { return &upward{s: s} }
+func newUpward(s *Server) *upward {
+	return &upward{s: s, nextBatch: rand.Uint64()>>1 | 1}
+}
 
 func (u *upward) add(m groups.Mirror) {
 	b := m.Encode()
@@ -64,8 +73,8 @@ func (u *upward) add(m groups.Mirror) {
 	u.scheduleLocked(len(u.pending) >= maxUpBatch)
 }
 
-// addVote relays one vote; poll and id are copied.
-func (u *upward) addVote(link, uid string, poll []byte, choice int, id []byte) {
+// addVote relays one vote of link l; poll and id are copied.
+func (u *upward) addVote(l *link, sid, uid string, poll []byte, choice int, id []byte) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.stopped {
@@ -73,21 +82,29 @@ func (u *upward) addVote(link, uid string, poll []byte, choice int, id []byte) {
 	}
 	if u.votes == nil {
 		// Sized like the last one: growing a large batch copies it.
-		u.votes = groups.NewVoteBatch(u.s.cfg.ID, max(voteSizeHint, u.lastLen/64))
+		u.batch = u.nextBatch
+		u.nextBatch++
+		u.votes = groups.NewVoteBatch(u.s.cfg.ID, u.batch, max(voteSizeHint, u.lastLen/64))
+		u.links = make([]*link, 0, max(voteSizeHint, u.lastLen/96))
 	}
-	u.votes.Add(link, uid, poll, choice, id)
+	u.votes.Add(sid, uid, poll, choice, id)
+	u.links = append(u.links, l)
 	u.nvotes++
 	u.scheduleLocked(u.nvotes >= maxUpVotes)
 }
 
 // closeVotesLocked ends the batch being filled, so that what comes next
-// is relayed after it.
+// is relayed after it; its votes wait for their commit (ackWaits) from
+// before it is relayed.
 func (u *upward) closeVotesLocked() {
 	if u.votes != nil {
 		b := u.votes.Bytes()
 		u.pending = append(u.pending, b)
 		u.lastLen = len(b) + len(b)/4
-		u.votes = nil
+		if dropped := u.s.acks.expect(u.batch, b, u.links); dropped > 0 {
+			u.s.metrics.acksDropped.Add(float64(dropped))
+		}
+		u.votes, u.links = nil, nil
 	}
 }
 

@@ -6,23 +6,31 @@ import (
 	"fmt"
 )
 
-// The two hottest mirror messages have a binary encoding of their own:
-// a connection server relays every vote its links cast within one flush as
-// one OpVotes message, and the application tier acknowledges every vote of
-// one commit as one OpSends message per connection server. Both are batches
-// read in place (no JSON, no allocation per record); every other op stays
-// JSON. A binary message starts with a zero byte, which JSON never does.
+// The hottest mirror messages have a binary encoding of their own: a
+// connection server relays every vote its links cast within one flush as
+// one OpVotes message, and the application tier answers each such batch,
+// once its votes are durable, within one OpCommitted message per
+// connection server and commit; the connection server then acknowledges
+// the batch's votes itself. Messages to many links (OpSends) are binary too.
+// All are read in place (no JSON, no allocation per record); every other op
+// stays JSON. A binary message starts with a zero byte, which JSON never
+// does.
 //
-//	votes: 0x00 'V' 0x01, conn, then per vote: link, uid, poll, choice (uvarint), id
-//	sends: 0x00 'S' 0x01, then per message: link, flags (bit 0: critical, bit 1: may wait), payload
+//	votes:     0x00 'V' 0x02, conn, batch (uvarint, > 0), then per vote: link, uid, poll, choice (uvarint), id
+//	           0x00 'V' 0x01, conn, then votes as above: a batch without a number, whose votes are acked one by one (OpSends)
+//	committed: 0x00 'C' 0x01, then per batch: batch (uvarint, > 0), refused count (uvarint), refused vote indexes (uvarint gaps: first index, then next - previous - 1)
+//	sends:     0x00 'S' 0x01, then per message: link, flags (bit 0: critical, bit 1: may wait), payload
 //
 // Strings and payloads are a uvarint length and the bytes.
 const (
-	binaryMark   = 0x00
-	kindVotes    = 'V'
-	kindSends    = 'S'
-	batchVersion = 1
-	batchHeader  = 3
+	binaryMark    = 0x00
+	kindVotes     = 'V'
+	kindSends     = 'S'
+	kindCommitted = 'C'
+	batchVersion  = 1
+	// votesNumbered is the version of a vote batch that carries its number.
+	votesNumbered = 2
+	batchHeader   = 3
 )
 
 // Limits a decoder holds records to: poll and vote ids are at most 64
@@ -32,6 +40,9 @@ const (
 	maxBatchString = 1024
 	maxBatchChoice = 1 << 16
 	maxSendPayload = 1 << 20
+	// maxBatchVotes bounds a vote index in an OpCommitted message; the
+	// connection server's batches are far smaller (maxUpVotes).
+	maxBatchVotes = 1 << 20
 )
 
 // ClientVote is one vote relayed upward: the link and user it came from
@@ -59,9 +70,12 @@ const (
 	sendWait
 )
 
-// IsBatch reports whether data is a binary batch (OpVotes or OpSends)
-// rather than a JSON mirror message.
+// IsBatch reports whether data is a binary batch (OpVotes, OpCommitted or
+// OpSends) rather than a JSON mirror message.
 func IsBatch(data []byte) bool { return len(data) > 0 && data[0] == binaryMark }
+
+// IsCommitted reports whether data is an OpCommitted batch.
+func IsCommitted(data []byte) bool { return IsBatch(data) && len(data) > 1 && data[1] == kindCommitted }
 
 // VoteBatch builds an OpVotes message record by record.
 type VoteBatch struct {
@@ -69,12 +83,19 @@ type VoteBatch struct {
 	n int
 }
 
-// NewVoteBatch starts a batch of votes relayed by connection server conn;
+// NewVoteBatch starts batch number batch of votes relayed by connection
+// server conn. The application tier names the batch in an OpCommitted
+// message once its votes are durable; 0 asks for an ack per vote instead.
 // sizeHint is the expected number of votes.
-func NewVoteBatch(conn string, sizeHint int) *VoteBatch {
-	b := make([]byte, 0, batchHeader+1+len(conn)+sizeHint*96)
-	b = append(b, binaryMark, kindVotes, batchVersion)
-	return &VoteBatch{b: appendString(b, conn)}
+func NewVoteBatch(conn string, batch uint64, sizeHint int) *VoteBatch {
+	b := make([]byte, 0, batchHeader+1+len(conn)+binary.MaxVarintLen64+sizeHint*96)
+	if batch == 0 {
+		b = append(b, binaryMark, kindVotes, batchVersion)
+		return &VoteBatch{b: appendString(b, conn)}
+	}
+	b = append(b, binaryMark, kindVotes, votesNumbered)
+	b = appendString(b, conn)
+	return &VoteBatch{b: binary.AppendUvarint(b, batch)}
 }
 
 // Add appends one vote; poll and id are the bytes the client sent.
@@ -142,16 +163,22 @@ type SendRef struct {
 
 var errBatch = errors.New("mirror: malformed batch")
 
-// DecodeVotes reads an OpVotes message: the relaying connection server and
-// its votes, appended to dst. It reads the whole message before returning,
-// so a malformed one yields an error and no votes.
-func DecodeVotes(data []byte, dst []VoteRef) (conn []byte, votes []VoteRef, err error) {
-	r, err := batchReader(data, kindVotes)
+// DecodeVotes reads an OpVotes message: the relaying connection server,
+// the batch's number (0: none, ack vote by vote) and its votes, appended to
+// dst. It reads the whole message before returning, so a malformed one
+// yields an error and no votes.
+func DecodeVotes(data []byte, dst []VoteRef) (conn []byte, batch uint64, votes []VoteRef, err error) {
+	r, version, err := batchReader(data, kindVotes, batchVersion, votesNumbered)
 	if err != nil {
-		return nil, dst, err
+		return nil, 0, dst, err
 	}
 	if conn, err = r.str(); err != nil || len(conn) == 0 {
-		return nil, dst, fmt.Errorf("%w: votes without conn", errBatch)
+		return nil, 0, dst, fmt.Errorf("%w: votes without conn", errBatch)
+	}
+	if version == votesNumbered {
+		if batch, err = r.uvarint(); err != nil || batch == 0 {
+			return nil, 0, dst, fmt.Errorf("%w: numbered votes without a number", errBatch)
+		}
 	}
 	n := len(dst)
 	for len(r.b) > 0 {
@@ -170,21 +197,108 @@ func DecodeVotes(data []byte, dst []VoteRef) (conn []byte, votes []VoteRef, err 
 		if err == nil {
 			v.ID, err = r.str()
 		}
-		if err == nil && (len(v.Link) == 0 || len(v.Poll) == 0 || len(v.ID) == 0 || choice >= maxBatchChoice) {
-			err = fmt.Errorf("%w: vote without link, poll or id, or choice out of range", errBatch)
+		if err == nil && (len(v.Link) == 0 || len(v.Poll) == 0) {
+			err = fmt.Errorf("%w: vote without link or poll", errBatch)
+		}
+		if err == nil && choice >= maxBatchChoice {
+			err = fmt.Errorf("%w: choice out of range", errBatch)
 		}
 		if err != nil {
-			return nil, dst[:n], err
+			return nil, 0, dst[:n], err
 		}
 		v.Choice = int(choice)
 		dst = append(dst, v)
 	}
-	return conn, dst, nil
+	return conn, batch, dst, nil
+}
+
+// CommittedBatch names a connection server's vote batch whose votes are
+// durable: the connection server acknowledges each of them but those
+// refused (indexes into the batch, increasing), which were answered with
+// an error instead.
+type CommittedBatch struct {
+	Batch   uint64
+	Refused []int
+}
+
+// Committed builds an OpCommitted message record by record.
+type Committed struct {
+	b []byte
+	n int
+}
+
+// NewCommitted starts an OpCommitted message.
+func NewCommitted() *Committed {
+	return &Committed{b: append(make([]byte, 0, 64), binaryMark, kindCommitted, batchVersion)}
+}
+
+// Add appends one batch (number > 0) and its refused votes' indexes,
+// which must increase.
+func (c *Committed) Add(batch uint64, refused []int) {
+	c.b = binary.AppendUvarint(c.b, batch)
+	c.b = binary.AppendUvarint(c.b, uint64(len(refused)))
+	prev := -1
+	for _, i := range refused {
+		c.b = binary.AppendUvarint(c.b, uint64(i-prev-1))
+		prev = i
+	}
+	c.n++
+}
+
+// Len returns the number of batches added.
+func (c *Committed) Len() int { return c.n }
+
+// Bytes returns the message.
+func (c *Committed) Bytes() []byte { return c.b }
+
+// DecodeCommitted reads an OpCommitted message, appending its batches to
+// dst; Refused is nil for a batch without refusals.
+func DecodeCommitted(data []byte, dst []CommittedBatch) ([]CommittedBatch, error) {
+	r, _, err := batchReader(data, kindCommitted, batchVersion, batchVersion)
+	if err != nil {
+		return dst, err
+	}
+	n := len(dst)
+	for len(r.b) > 0 {
+		var c CommittedBatch
+		var count uint64
+		c.Batch, err = r.uvarint()
+		if err == nil && c.Batch == 0 {
+			err = fmt.Errorf("%w: batch number 0", errBatch)
+		}
+		if err == nil {
+			count, err = r.uvarint()
+		}
+		if err == nil && count > min(maxBatchVotes, uint64(len(r.b))) {
+			err = fmt.Errorf("%w: %d refused votes", errBatch, count)
+		}
+		if err == nil && count > 0 {
+			c.Refused = make([]int, 0, count)
+			next := uint64(0)
+			for range count {
+				var gap uint64
+				if gap, err = r.uvarint(); err != nil {
+					break
+				}
+				if gap >= maxBatchVotes || next+gap >= maxBatchVotes {
+					err = fmt.Errorf("%w: refused vote index out of range", errBatch)
+					break
+				}
+				c.Refused = append(c.Refused, int(next+gap))
+				next += gap + 1
+			}
+		}
+		if err != nil {
+			return dst[:n], err
+		}
+		dst = append(dst, c)
+	}
+	return dst, nil
 }
 
 // DecodeSends reads an OpSends message, appending its records to dst.
 func DecodeSends(data []byte, dst []SendRef) ([]SendRef, error) {
-	r, err := batchReader(data, kindSends)
+	r, _, err := batchReader(data, kindSends, batchVersion, batchVersion)
 	if err != nil {
 		return dst, err
 	}
@@ -219,17 +333,19 @@ func DecodeSends(data []byte, dst []SendRef) ([]SendRef, error) {
 
 type reader struct{ b []byte }
 
-func batchReader(data []byte, kind byte) (reader, error) {
+// batchReader checks a batch's header: its kind, and a version from
+// oldest to newest.
+func batchReader(data []byte, kind, oldest, newest byte) (reader, byte, error) {
 	if len(data) < batchHeader || data[0] != binaryMark {
-		return reader{}, fmt.Errorf("%w: not a binary batch", errBatch)
+		return reader{}, 0, fmt.Errorf("%w: not a binary batch", errBatch)
 	}
 	if data[1] != kind {
-		return reader{}, fmt.Errorf("%w: kind %q, want %q", errBatch, data[1], kind)
+		return reader{}, 0, fmt.Errorf("%w: kind %q, want %q", errBatch, data[1], kind)
 	}
-	if data[2] != batchVersion {
-		return reader{}, fmt.Errorf("%w: version %d", errBatch, data[2])
+	if data[2] < oldest || data[2] > newest {
+		return reader{}, 0, fmt.Errorf("%w: version %d", errBatch, data[2])
 	}
-	return reader{data[batchHeader:]}, nil
+	return reader{data[batchHeader:]}, data[2], nil
 }
 
 func (r *reader) uvarint() (uint64, error) {
@@ -270,9 +386,16 @@ func appendBytes(b, s []byte) []byte {
 	return append(b, s...)
 }
 
-// Votes returns a batch message relaying votes from connection server conn.
-func Votes(conn string, votes []ClientVote) Mirror {
-	return Mirror{Op: OpVotes, Conn: conn, Votes: votes}
+// Votes returns a batch message relaying votes from connection server
+// conn, numbered batch (0: none, see NewVoteBatch).
+func Votes(conn string, batch uint64, votes []ClientVote) Mirror {
+	return Mirror{Op: OpVotes, Conn: conn, Batch: batch, Votes: votes}
+}
+
+// CommittedBatches returns a message naming vote batches whose votes are
+// durable.
+func CommittedBatches(batches []CommittedBatch) Mirror {
+	return Mirror{Op: OpCommitted, Committed: batches}
 }
 
 // Sends returns a batch message carrying messages to links.
@@ -281,11 +404,17 @@ func Sends(sends []LinkSend) Mirror { return Mirror{Op: OpSends, Sends: sends} }
 func (m Mirror) encodeBatch() []byte {
 	switch m.Op {
 	case OpVotes:
-		b := NewVoteBatch(m.Conn, len(m.Votes))
+		b := NewVoteBatch(m.Conn, m.Batch, len(m.Votes))
 		for _, v := range m.Votes {
 			b.Add(v.Link, v.UID, []byte(v.Poll), v.Choice, []byte(v.ID))
 		}
 		return b.Bytes()
+	case OpCommitted:
+		c := NewCommitted()
+		for _, b := range m.Committed {
+			c.Add(b.Batch, b.Refused)
+		}
+		return c.Bytes()
 	default:
 		b := NewSendBatch(len(m.Sends))
 		for _, s := range m.Sends {
@@ -301,15 +430,21 @@ func decodeBatch(data []byte) (Mirror, error) {
 	}
 	switch data[1] {
 	case kindVotes:
-		conn, refs, err := DecodeVotes(data, nil)
+		conn, batch, refs, err := DecodeVotes(data, nil)
 		if err != nil {
 			return Mirror{}, err
 		}
-		m := Mirror{Op: OpVotes, Conn: string(conn), Votes: make([]ClientVote, len(refs))}
+		m := Mirror{Op: OpVotes, Conn: string(conn), Batch: batch, Votes: make([]ClientVote, len(refs))}
 		for i, r := range refs {
 			m.Votes[i] = ClientVote{Link: string(r.Link), UID: string(r.UID), Poll: string(r.Poll), Choice: r.Choice, ID: string(r.ID)}
 		}
 		return m, nil
+	case kindCommitted:
+		batches, err := DecodeCommitted(data, nil)
+		if err != nil {
+			return Mirror{}, err
+		}
+		return Mirror{Op: OpCommitted, Committed: batches}, nil
 	case kindSends:
 		refs, err := DecodeSends(data, nil)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestBatchRoundTrip(t *testing.T) {
-	votes := Votes("c1", []ClientVote{
+	votes := Votes("c1", 0x1234_5678_9abc, []ClientVote{
 		{Link: "L1", UID: "anon-1", Poll: "pabc", Choice: 2, ID: "v-1"},
 		{Link: "L2", UID: "u\"2", Poll: "pabc", Choice: 0, ID: `id with "quotes" and é`},
 	})
@@ -16,7 +16,9 @@ func TestBatchRoundTrip(t *testing.T) {
 		{Link: "L1", Payload: []byte(`{"t":"ack","id":"v-1"}`), Critical: true, Wait: true},
 		{Link: "L2", Payload: []byte(`{"t":"error","code":"unknown_poll","message":"no such poll","id":"x"}`)},
 	})
-	for _, m := range []Mirror{votes, sends} {
+	unnumbered := Votes("c2", 0, []ClientVote{{Link: "L3", UID: "u", Poll: "p", Choice: 1, ID: "i"}})
+	committed := CommittedBatches([]CommittedBatch{{Batch: 7}, {Batch: 1 << 40, Refused: []int{0, 5, 6, 300}}})
+	for _, m := range []Mirror{votes, unnumbered, committed, sends} {
 		b := m.Encode()
 		if !IsBatch(b) {
 			t.Fatalf("%s: not a binary batch: %q", m.Op, b)
@@ -31,16 +33,23 @@ func TestBatchRoundTrip(t *testing.T) {
 	}
 	// In place: the refs point into the message.
 	b := votes.Encode()
-	conn, refs, err := DecodeVotes(b, nil)
-	if err != nil || string(conn) != "c1" || len(refs) != 2 || string(refs[1].ID) != `id with "quotes" and é` || refs[0].Choice != 2 {
-		t.Fatalf("DecodeVotes: %q %+v %v", conn, refs, err)
+	conn, batch, refs, err := DecodeVotes(b, nil)
+	if err != nil || string(conn) != "c1" || batch != 0x1234_5678_9abc || len(refs) != 2 || string(refs[1].ID) != `id with "quotes" and é` || refs[0].Choice != 2 {
+		t.Fatalf("DecodeVotes: %q %d %+v %v", conn, batch, refs, err)
+	}
+	if b := unnumbered.Encode(); b[2] != batchVersion {
+		t.Fatalf("a batch without a number is version %d, want %d (what older application servers read)", b[2], batchVersion)
+	}
+	cb, err := DecodeCommitted(committed.Encode(), nil)
+	if err != nil || !reflect.DeepEqual(cb, committed.Committed) {
+		t.Fatalf("DecodeCommitted: %+v %v", cb, err)
 	}
 	srefs, err := DecodeSends(sends.Encode(), nil)
 	if err != nil || len(srefs) != 2 || !srefs[0].Critical || !srefs[0].Wait || srefs[1].Critical || srefs[1].Wait || !bytes.Equal(srefs[1].Payload, sends.Sends[1].Payload) {
 		t.Fatalf("DecodeSends: %+v %v", srefs, err)
 	}
 	// A builder and Encode agree.
-	vb := NewVoteBatch("c1", 0)
+	vb := NewVoteBatch("c1", 0x1234_5678_9abc, 0)
 	for _, v := range votes.Votes {
 		vb.Add(v.Link, v.UID, []byte(v.Poll), v.Choice, []byte(v.ID))
 	}
@@ -50,7 +59,7 @@ func TestBatchRoundTrip(t *testing.T) {
 }
 
 func TestBatchRejects(t *testing.T) {
-	good := Votes("c1", []ClientVote{{Link: "L1", UID: "u", Poll: "p", Choice: 1, ID: "i"}}).Encode()
+	good := Votes("c1", 0, []ClientVote{{Link: "L1", UID: "u", Poll: "p", Choice: 1, ID: "i"}}).Encode()
 	cases := map[string][]byte{
 		"truncated":          good[:len(good)-1],
 		"not a binary batch": {0x00},
@@ -63,6 +72,11 @@ func TestBatchRejects(t *testing.T) {
 		"send flags":         {0x00, 'S', 1, 1, 'L', 4, 1, 'x'},
 		"send flags ":        {0x00, 'S', 1, 1, 'L', 2, 1, 'x'}, // wait without critical
 		"without link or":    {0x00, 'S', 1, 1, 'L', 1, 0},
+		"without a number":   {0x00, 'V', 2, 1, 'c', 0},
+		"batch number 0":     {0x00, 'C', 1, 0, 0},
+		"refused votes":      {0x00, 'C', 1, 1, 3, 0},
+		"index out of range": {0x00, 'C', 1, 1, 2, 0x80, 0x80, 0x3f, 0x80, 0x80, 0x3f},
+		"batch: truncated":   {0x00, 'C', 1, 1},
 	}
 	for want, in := range cases {
 		_, err := DecodeMirror(in)
@@ -76,7 +90,7 @@ func TestBatchRejects(t *testing.T) {
 	// A malformed batch yields no records at all.
 	dst := []VoteRef{{Link: []byte("keep")}}
 	bad := append(append([]byte(nil), good...), 1, 'L')
-	if _, out, err := DecodeVotes(bad, dst); err == nil || len(out) != 1 {
+	if _, _, out, err := DecodeVotes(bad, dst); err == nil || len(out) != 1 {
 		t.Fatalf("partial batch: %d refs, err %v", len(out), err)
 	}
 }
@@ -84,7 +98,9 @@ func TestBatchRejects(t *testing.T) {
 // FuzzDecodeBatch: a batch decoder never panics, and what it accepts
 // encodes back to the same bytes.
 func FuzzDecodeBatch(f *testing.F) {
-	f.Add(Votes("c1", []ClientVote{{Link: "L1", UID: "u", Poll: "p", Choice: 3, ID: "v"}}).Encode())
+	f.Add(Votes("c1", 0, []ClientVote{{Link: "L1", UID: "u", Poll: "p", Choice: 3, ID: "v"}}).Encode())
+	f.Add(Votes("c1", 99, []ClientVote{{Link: "L1", UID: "u", Poll: "p", Choice: 3, ID: "v"}}).Encode())
+	f.Add(CommittedBatches([]CommittedBatch{{Batch: 3, Refused: []int{1, 4}}, {Batch: 9}}).Encode())
 	f.Add(Sends([]LinkSend{{Link: "L1", Payload: []byte(`{"t":"ack","id":"v"}`), Critical: true}}).Encode())
 	f.Add([]byte{0x00, 'S', 1})
 	f.Add([]byte{0x00, 'V', 1, 2, 'c', '1', 1, 'L', 0, 1, 'p', 0x81, 0x01, 1, 'i'})

@@ -17,16 +17,17 @@ const (
 	OpLinkOpened    MirrorOp = "open"   // Conn, Link, UID, Facts, Attrs (conn)
 	OpLinkClosed    MirrorOp = "closed" // Conn, Link, Code, Reason
 	OpClientMessage MirrorOp = "client" // Conn, Link, UID, Type, Payload (the client frame)
-	OpVotes         MirrorOp = "votes"  // Conn, Votes: a connection server's votes of one flush (binary, see batch.go)
+	OpVotes         MirrorOp = "votes"  // Conn, Batch, Votes: a connection server's votes of one flush (binary, see batch.go)
 
 	// Downward.
-	OpSetAttrs  MirrorOp = "attrs"    // Link, Attrs (merged; "" removes)
-	OpDefine    MirrorOp = "define"   // Group, Pred
-	OpUndefine  MirrorOp = "undefine" // Group
-	OpSendLink  MirrorOp = "send"     // Link, Payload (a server message without seq), Critical
-	OpSendGroup MirrorOp = "publish"  // Group, Payload (final bytes, g/off/ep included), Critical
-	OpCloseLink MirrorOp = "close"    // Link, Code, Reason
-	OpSends     MirrorOp = "sends"    // Sends: messages to many links, such as one commit's acks (binary, see batch.go)
+	OpSetAttrs  MirrorOp = "attrs"     // Link, Attrs (merged; "" removes)
+	OpDefine    MirrorOp = "define"    // Group, Pred
+	OpUndefine  MirrorOp = "undefine"  // Group
+	OpSendLink  MirrorOp = "send"      // Link, Payload (a server message without seq), Critical
+	OpSendGroup MirrorOp = "publish"   // Group, Payload (final bytes, g/off/ep included), Critical
+	OpCloseLink MirrorOp = "close"     // Link, Code, Reason
+	OpSends     MirrorOp = "sends"     // Sends: messages to many links, such as acks of votes relayed one by one (binary, see batch.go)
+	OpCommitted MirrorOp = "committed" // Committed: vote batches now durable, the connection server acks their votes (binary, see batch.go)
 )
 
 // Facts are the raw facts a connection server records about a link when it
@@ -45,22 +46,24 @@ type Facts struct {
 // fields are set depends on Op (see the Op constants). A message is encoded
 // once, and the same bytes may be published to many topics.
 type Mirror struct {
-	Op       MirrorOp        `json:"op"`
-	Conn     string          `json:"conn,omitempty"`
-	Link     string          `json:"link,omitempty"`
-	UID      string          `json:"uid,omitempty"`
-	Type     string          `json:"type,omitempty"`
-	Streams  []string        `json:"streams,omitempty"` // OpLinkOpened: streams the viewer JWT allows; nil = any
-	Facts    *Facts          `json:"facts,omitempty"`
-	Attrs    Attrs           `json:"attrs,omitempty"`
-	Group    string          `json:"group,omitempty"`
-	Pred     *Predicate      `json:"pred,omitempty"`
-	Critical bool            `json:"critical,omitempty"`
-	Code     int             `json:"code,omitempty"`
-	Reason   string          `json:"reason,omitempty"`
-	Payload  json.RawMessage `json:"payload,omitempty"`
-	Votes    []ClientVote    `json:"-"` // OpVotes
-	Sends    []LinkSend      `json:"-"` // OpSends
+	Op        MirrorOp         `json:"op"`
+	Conn      string           `json:"conn,omitempty"`
+	Link      string           `json:"link,omitempty"`
+	UID       string           `json:"uid,omitempty"`
+	Type      string           `json:"type,omitempty"`
+	Streams   []string         `json:"streams,omitempty"` // OpLinkOpened: streams the viewer JWT allows; nil = any
+	Facts     *Facts           `json:"facts,omitempty"`
+	Attrs     Attrs            `json:"attrs,omitempty"`
+	Group     string           `json:"group,omitempty"`
+	Pred      *Predicate       `json:"pred,omitempty"`
+	Critical  bool             `json:"critical,omitempty"`
+	Code      int              `json:"code,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	Payload   json.RawMessage  `json:"payload,omitempty"`
+	Batch     uint64           `json:"-"` // OpVotes: the batch's number, 0 for none
+	Votes     []ClientVote     `json:"-"` // OpVotes
+	Committed []CommittedBatch `json:"-"` // OpCommitted
+	Sends     []LinkSend       `json:"-"` // OpSends
 }
 
 // LinkOpened announces a new link, its raw facts and the streams its
@@ -107,9 +110,9 @@ func CloseLink(link string, code int, reason string) Mirror {
 }
 
 // Encode returns the wire form of m: JSON, or the binary batch encoding
-// for OpVotes and OpSends.
+// for OpVotes, OpCommitted and OpSends.
 func (m Mirror) Encode() []byte {
-	if m.Op == OpVotes || m.Op == OpSends {
+	if m.isBatch() {
 		return m.encodeBatch()
 	}
 	b, err := json.Marshal(m)
@@ -122,7 +125,8 @@ func (m Mirror) Encode() []byte {
 }
 
 // DecodeMirror parses and checks one mirror message, JSON or binary batch.
-// The hot paths read batches in place instead (DecodeVotes, DecodeSends).
+// The hot paths read batches in place instead (DecodeVotes, DecodeCommitted,
+// DecodeSends).
 func DecodeMirror(data []byte) (Mirror, error) {
 	if IsBatch(data) {
 		return decodeBatch(data)
@@ -131,11 +135,13 @@ func DecodeMirror(data []byte) (Mirror, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Mirror{}, fmt.Errorf("mirror: %w", err)
 	}
-	if m.Op == OpVotes || m.Op == OpSends {
+	if m.isBatch() {
 		return Mirror{}, fmt.Errorf("mirror: %s messages are binary batches", m.Op)
 	}
 	return m, m.Check()
 }
+
+func (m Mirror) isBatch() bool { return m.Op == OpVotes || m.Op == OpCommitted || m.Op == OpSends }
 
 // Check verifies that the fields Op requires are present and well formed.
 func (m Mirror) Check() error {
@@ -175,7 +181,7 @@ func (m Mirror) Check() error {
 		return need(m.Link != "", "link")
 	case OpVotes:
 		return need(m.Conn != "", "conn")
-	case OpSends:
+	case OpSends, OpCommitted:
 		return nil
 	case "":
 		return errors.New("mirror: message without op")

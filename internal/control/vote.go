@@ -1,5 +1,7 @@
 package control
 
+import "encoding/json"
+
 // VoteRef is a vote frame read in place: Poll and ID point into the frame.
 type VoteRef struct {
 	Poll, ID []byte
@@ -218,4 +220,22 @@ func asciiEqualFold(a []byte, b string) bool {
 		}
 	}
 	return true
+}
+
+// AppendAck appends the message acknowledging the vote with id, as
+// Encode(Ack{ID: id}) encodes it, to b: the connection server builds one
+// per counted vote, and a plain id, the usual case, takes no allocation.
+func AppendAck(b, id []byte) []byte {
+	b = append(b, `{"t":"ack","id":`...)
+	for _, c := range id {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+			// What encoding/json escapes, or may: let it.
+			q, _ := json.Marshal(string(id))
+			b = append(b, q...)
+			return append(b, '}')
+		}
+	}
+	b = append(b, '"')
+	b = append(b, id...)
+	return append(b, '"', '}')
 }

@@ -77,3 +77,16 @@ func FuzzParseVote(f *testing.F) {
 		}
 	})
 }
+
+// TestAppendAck: the fast ack encoder writes what Encode writes.
+func TestAppendAck(t *testing.T) {
+	for _, id := range []string{"", "v-1", "17.3", `a"b`, `back\slash`, "tab\there", "é", "<script>", "a&b", "\u2028", "\xff"} {
+		want := Encode(Ack{ID: id})
+		if got := AppendAck([]byte("keep"), []byte(id)); string(got) != "keep"+string(want) {
+			t.Errorf("%q: %s, want %s", id, got[4:], want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = AppendAck(make([]byte, 0, 64), []byte("12345.67")) }); n > 1 {
+		t.Errorf("%v allocations for a plain id", n)
+	}
+}
