@@ -31,8 +31,11 @@ type upward struct {
 	// commit report meant for an earlier run of this server (same id,
 	// redelivered by the bus) names no batch of this one.
 	nextBatch uint64
-	lastLen   int // bytes of the last vote batch, to size the next
-	timer     *time.Timer
+	// lastLen sizes the next vote batch: the bytes of the largest recent
+	// one, decaying, since a round's batch can be a few times the size of
+	// a timer's and growing a batch copies it (to fresh, faulting pages).
+	lastLen int
+	timer   *time.Timer
 	// immediate: the timer is an immediate flush, which takes everything
 	// added before it runs; a full batch must not schedule another (each
 	// vote past the limit did: a timer and a goroutine per vote while the
@@ -81,11 +84,10 @@ func (u *upward) addVote(l *link, sid, uid string, poll []byte, choice int, id [
 		return
 	}
 	if u.votes == nil {
-		// Sized like the last one: growing a large batch copies it.
 		u.batch = u.nextBatch
 		u.nextBatch++
 		u.votes = groups.NewVoteBatch(u.s.cfg.ID, u.batch, max(voteSizeHint, u.lastLen/64))
-		u.links = make([]*link, 0, max(voteSizeHint, u.lastLen/96))
+		u.links = make([]*link, 0, max(voteSizeHint, u.lastLen/64))
 	}
 	u.votes.Add(sid, uid, poll, choice, id)
 	u.links = append(u.links, l)
@@ -100,7 +102,7 @@ func (u *upward) closeVotesLocked() {
 	if u.votes != nil {
 		b := u.votes.Bytes()
 		u.pending = append(u.pending, b)
-		u.lastLen = len(b) + len(b)/4
+		u.lastLen = max(len(b)+len(b)/4, u.lastLen-u.lastLen/8)
 		if dropped := u.s.acks.expect(u.batch, b, u.links); dropped > 0 {
 			u.s.metrics.acksDropped.Add(float64(dropped))
 		}
