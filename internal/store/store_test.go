@@ -2,7 +2,11 @@ package store_test
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/backchannel/backchannel/groups"
 	"os"
@@ -225,5 +229,79 @@ func TestFileWritesSharedAttributesOnce(t *testing.T) {
 	s.Votes(ctx, "q", func(v store.Vote) { fr = append(fr, v) })
 	if len(fr) != 1 || fr[0].Attrs["country"] != "FR" {
 		t.Fatalf("q votes %+v", fr)
+	}
+}
+
+// In Redis a vote takes its choice and the id of its voter's attributes,
+// which are stored once however many votes share them; votes stored as
+// JSON (before) are still read.
+func TestRedisWritesSharedAttributesOnce(t *testing.T) {
+	r := redistest.Start(t)
+	s, err := store.NewRedis(store.RedisOptions{Addr: r.Addr(), Prefix: "t:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	ctx := context.Background()
+	br := groups.Attrs{"country": "BR", "device": "mobile"}
+	de := groups.Attrs{"country": "DE"}
+	var votes []store.Vote
+	for i := range 300 {
+		v := store.Vote{Poll: "p", User: fmt.Sprintf("u%d", i), Choice: i % 3, Attrs: br, AttrsKey: "br"}
+		switch i % 3 {
+		case 1:
+			v.Attrs, v.AttrsKey = de, "de"
+		case 2:
+			v.Attrs, v.AttrsKey = nil, nil
+		}
+		votes = append(votes, v)
+	}
+	if err := s.SaveVotes(ctx, votes[:150]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveVotes(ctx, votes[150:]); err != nil {
+		t.Fatal(err)
+	}
+	// Written before the compact form: read as it was.
+	old := `{"p":"p","u":"legacy","c":1,"a":{"country":"FR"}}`
+	if err := rc.HSet(ctx, "t:votes:p", "legacy", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dims, err := rc.HGetAll(ctx, "t:dims").Result()
+	if err != nil || len(dims) != 2 {
+		t.Fatalf("%d sets of attributes stored (%v), want 2", len(dims), err)
+	}
+	stored, _ := rc.HGetAll(ctx, "t:votes:p").Result()
+	size := 0
+	for u, v := range stored {
+		if u != "legacy" {
+			size += len(v)
+		}
+	}
+	if size > 300*20 {
+		t.Fatalf("300 votes take %d bytes in Redis", size)
+	}
+	got := map[string]store.Vote{}
+	if err := s.Votes(ctx, "p", func(v store.Vote) { got[v.User] = v }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 301 || got["legacy"].Choice != 1 || got["legacy"].Attrs["country"] != "FR" {
+		t.Fatalf("%d votes read; legacy %+v", len(got), got["legacy"])
+	}
+	for _, want := range votes {
+		v := got[want.User]
+		if v.Poll != "p" || v.Choice != want.Choice || len(v.Attrs) != len(want.Attrs) || v.Attrs["country"] != want.Attrs["country"] || v.Attrs["device"] != want.Attrs["device"] {
+			t.Fatalf("%s: %+v, want %+v", want.User, v, want)
+		}
+	}
+	// A vote naming attributes that are gone is an error, not a silent loss
+	// of its breakdown.
+	if err := rc.HDel(ctx, "t:dims", slices.Collect(maps.Keys(dims))[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Votes(ctx, "p", func(store.Vote) {}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("votes naming missing attributes: %v", err)
 	}
 }
