@@ -86,7 +86,7 @@ func (u *upward) addVote(l *link, sid, uid string, poll []byte, choice int, id [
 	if u.votes == nil {
 		u.batch = u.nextBatch
 		u.nextBatch++
-		u.votes = groups.NewVoteBatch(u.s.cfg.ID, u.batch, max(voteSizeHint, u.lastLen/64))
+		u.votes = groups.NewVoteBatch(u.s.cfg.ID, u.batch, max(voteSizeHint, u.lastLen/96)) // ~lastLen bytes: a large one is zeroed
 		u.links = make([]*link, 0, max(voteSizeHint, u.lastLen/64))
 	}
 	u.votes.Add(sid, uid, poll, choice, id)
