@@ -19,30 +19,8 @@ import (
 // log, and the acks come in several commits rather than one.
 func TestBacklogCommittedInPieces(t *testing.T) {
 	const links, msgs = 5000, 5 // 25,000 votes over maxCommitVotes
-	dir := t.TempDir()
-	st, err := store.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := bus.NewMemory()
-	defer b.Close()
-	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var run sync.WaitGroup
-	run.Add(1)
-	go func() { defer run.Done(); s.Run(ctx) }()
-
-	var opens [][]byte
-	for i := range links {
-		opens = append(opens, groups.LinkOpened("c1", fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []string{"s"}, groups.Facts{IP: "10.0.0.1"}, groups.Attrs{groups.AttrStream: "s"}).Encode())
-	}
-	if err := b.Publish(ctx, bus.Upward, opens...); err != nil {
-		t.Fatal(err)
-	}
+	c := startCommitting(t, links)
+	s, b, ctx := c.s, c.b, c.ctx
 	var ps []polls.Poll
 	for range msgs {
 		p, err := s.CreatePoll(ctx, polls.Spec{Stream: "s", Question: "q?", Choices: []string{"a", "b", "c"}})
@@ -50,20 +28,6 @@ func TestBacklogCommittedInPieces(t *testing.T) {
 			t.Fatal(err)
 		}
 		ps = append(ps, p)
-	}
-	// Wait until the application knows every link.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		n := len(s.profiles)
-		s.mu.Unlock()
-		if n == links {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d links known", n, links)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 
 	var mu sync.Mutex
@@ -147,19 +111,10 @@ func TestBacklogCommittedInPieces(t *testing.T) {
 			t.Errorf("poll %d: %v (%d), want %v", m, counts, total, want)
 		}
 	}
-	cancel()
-	run.Wait()
-	st.Close()
+	c.stop()
 	// Every acked vote is in the log.
-	st2, err := store.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
 	for _, p := range ps {
-		n := 0
-		st2.Votes(context.Background(), p.ID, func(store.Vote) { n++ })
-		if n != links {
+		if n := c.logged(t, p.ID); n != links {
 			t.Errorf("poll %s: %d votes in the log, want %d", p.ID, n, links)
 		}
 	}
@@ -169,43 +124,11 @@ func TestBacklogCommittedInPieces(t *testing.T) {
 // report naming it (OpCommitted) with the indexes of the votes not counted,
 // which get an error or a resync instead; no vote is acked one by one.
 func TestNumberedBatchReportedCommitted(t *testing.T) {
-	dir := t.TempDir()
-	st, err := store.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := bus.NewMemory()
-	defer b.Close()
-	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var run sync.WaitGroup
-	run.Add(1)
-	go func() { defer run.Done(); s.Run(ctx) }()
-	var opens [][]byte
-	for i := range 2 {
-		opens = append(opens, groups.LinkOpened("c1", fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []string{"s"}, groups.Facts{IP: "10.0.0.1"}, groups.Attrs{groups.AttrStream: "s"}).Encode())
-	}
-	if err := b.Publish(ctx, bus.Upward, opens...); err != nil {
-		t.Fatal(err)
-	}
+	c := startCommitting(t, 2)
+	s, b, ctx := c.s, c.b, c.ctx
 	p, err := s.CreatePoll(ctx, polls.Spec{Stream: "s", Question: "q?", Choices: []string{"a", "b"}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		s.mu.Lock()
-		n := len(s.profiles)
-		s.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 2 links known", n)
-		}
 	}
 	down := make(chan groups.Mirror, 100)
 	subCtx, stopSub := context.WithCancel(ctx)
@@ -274,20 +197,83 @@ func TestNumberedBatchReportedCommitted(t *testing.T) {
 	if total != 2 || counts[0] != 0 || counts[1] != 2 {
 		t.Fatalf("counts %v (%d), want [0 2]: u0 moved to b, u1 chose b", counts, total)
 	}
-	cancel()
-	run.Wait()
-	st.Close()
+	c.stop()
 	// What was reported committed is in the log.
-	st2, err := store.OpenFile(dir, nil)
+	if n := c.logged(t, p.ID); n != 2 {
+		t.Fatalf("%d votes in the log, want 2 (one per user)", n)
+	}
+}
+
+// committing is an application server with a file store, run until stop,
+// and links l0, l1, … of connection server c1 (users u0, u1, …, stream s)
+// that it knows.
+type committing struct {
+	s    *Server
+	b    *bus.Memory
+	dir  string
+	ctx  context.Context
+	stop func() // ends the server and closes the store
+}
+
+func startCommitting(t *testing.T, links int) *committing {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.OpenFile(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st2.Close()
-	n := 0
-	if err := st2.Votes(context.Background(), p.ID, func(store.Vote) { n++ }); err != nil {
+	b := bus.NewMemory()
+	t.Cleanup(func() { b.Close() })
+	s, err := New(Config{Bus: b, Edges: StaticEdge{}, OperatorKey: "k", Store: st})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 {
-		t.Fatalf("%d votes in the log, want 2 (one per user)", n)
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Add(1)
+	go func() { defer run.Done(); s.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			run.Wait()
+			st.Close()
+		}
 	}
+	t.Cleanup(stop)
+	var opens [][]byte
+	for i := range links {
+		opens = append(opens, groups.LinkOpened("c1", fmt.Sprintf("l%d", i), fmt.Sprintf("u%d", i), []string{"s"}, groups.Facts{IP: "10.0.0.1"}, groups.Attrs{groups.AttrStream: "s"}).Encode())
+	}
+	if err := b.Publish(ctx, bus.Upward, opens...); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		n := len(s.profiles)
+		s.mu.Unlock()
+		if n == links {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d links known", n, links)
+		}
+	}
+	return &committing{s: s, b: b, dir: dir, ctx: ctx, stop: stop}
+}
+
+// logged returns how many votes of poll the stopped server's log holds.
+func (c *committing) logged(t *testing.T, poll string) int {
+	t.Helper()
+	st, err := store.OpenFile(c.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n := 0
+	if err := st.Votes(context.Background(), poll, func(store.Vote) { n++ }); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
