@@ -16,8 +16,8 @@ import (
 // stays JSON. A binary message starts with a zero byte, which JSON never
 // does.
 //
-//	votes:     0x00 'V' 0x02, conn, batch (uvarint, > 0), then per vote: link, uid, poll, choice (uvarint), id
-//	           0x00 'V' 0x01, conn, then votes as above: a batch without a number, whose votes are acked one by one (OpSends)
+//	votes:     0x00 'V' 0x02, conn, batch (uvarint, > 0), then per vote: link, poll, choice (uvarint), id
+//	           0x00 'V' 0x01, conn, then per vote: link, uid, poll, choice, id: a batch without a number, whose votes are acked one by one (OpSends)
 //	committed: 0x00 'C' 0x01, then per batch: batch (uvarint, > 0), refused count (uvarint), refused vote indexes (uvarint gaps: first index, then next - previous - 1)
 //	sends:     0x00 'S' 0x01, then per message: link, flags (bit 0: critical, bit 1: may wait), payload
 //
@@ -49,7 +49,7 @@ const (
 // and the vote as the client sent it.
 type ClientVote struct {
 	Link   string
-	UID    string
+	UID    string // only in unnumbered batches (Batch 0)
 	Poll   string
 	Choice int
 	ID     string
@@ -79,8 +79,9 @@ func IsCommitted(data []byte) bool { return IsBatch(data) && len(data) > 1 && da
 
 // VoteBatch builds an OpVotes message record by record.
 type VoteBatch struct {
-	b []byte
-	n int
+	b        []byte
+	n        int
+	numbered bool // version 2: no uid, the application knows it from the link
 }
 
 // NewVoteBatch starts batch number batch of votes relayed by connection
@@ -95,13 +96,17 @@ func NewVoteBatch(conn string, batch uint64, sizeHint int) *VoteBatch {
 	}
 	b = append(b, binaryMark, kindVotes, votesNumbered)
 	b = appendString(b, conn)
-	return &VoteBatch{b: binary.AppendUvarint(b, batch)}
+	return &VoteBatch{b: binary.AppendUvarint(b, batch), numbered: true}
 }
 
-// Add appends one vote; poll and id are the bytes the client sent.
+// Add appends one vote; poll and id are the bytes the client sent. A
+// numbered batch leaves uid out: the application tier knows each link's
+// user from its open.
 func (v *VoteBatch) Add(link, uid string, poll []byte, choice int, id []byte) {
 	v.b = appendString(v.b, link)
-	v.b = appendString(v.b, uid)
+	if !v.numbered {
+		v.b = appendString(v.b, uid)
+	}
 	v.b = appendBytes(v.b, poll)
 	v.b = binary.AppendUvarint(v.b, uint64(choice))
 	v.b = appendBytes(v.b, id)
@@ -151,7 +156,7 @@ func (s *SendBatch) Bytes() []byte { return s.b }
 // VoteRef is a vote read in place from an OpVotes message: the slices
 // point into the message and are valid as long as it is.
 type VoteRef struct {
-	Link, UID, Poll, ID []byte
+	Link, UID, Poll, ID []byte // UID: only in unnumbered batches
 	Choice              int
 }
 
@@ -185,7 +190,7 @@ func DecodeVotes(data []byte, dst []VoteRef) (conn []byte, batch uint64, votes [
 		var v VoteRef
 		var choice uint64
 		v.Link, err = r.str()
-		if err == nil {
+		if err == nil && version != votesNumbered {
 			v.UID, err = r.str()
 		}
 		if err == nil {

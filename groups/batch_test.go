@@ -8,9 +8,11 @@ import (
 )
 
 func TestBatchRoundTrip(t *testing.T) {
+	// A numbered batch does not carry the users: the application knows
+	// them from the links' opens.
 	votes := Votes("c1", 0x1234_5678_9abc, []ClientVote{
-		{Link: "L1", UID: "anon-1", Poll: "pabc", Choice: 2, ID: "v-1"},
-		{Link: "L2", UID: "u\"2", Poll: "pabc", Choice: 0, ID: `id with "quotes" and é`},
+		{Link: "L1", Poll: "pabc", Choice: 2, ID: "v-1"},
+		{Link: "L2", Poll: "pabc", Choice: 0, ID: `id with "quotes" and é`},
 	})
 	sends := Sends([]LinkSend{
 		{Link: "L1", Payload: []byte(`{"t":"ack","id":"v-1"}`), Critical: true, Wait: true},
@@ -36,6 +38,11 @@ func TestBatchRoundTrip(t *testing.T) {
 	conn, batch, refs, err := DecodeVotes(b, nil)
 	if err != nil || string(conn) != "c1" || batch != 0x1234_5678_9abc || len(refs) != 2 || string(refs[1].ID) != `id with "quotes" and é` || refs[0].Choice != 2 {
 		t.Fatalf("DecodeVotes: %q %d %+v %v", conn, batch, refs, err)
+	}
+	nb := NewVoteBatch("c1", 5, 0)
+	nb.Add("L1", "anon-not-relayed", []byte("p"), 1, []byte("i"))
+	if _, _, refs, err := DecodeVotes(nb.Bytes(), nil); err != nil || len(refs) != 1 || refs[0].UID != nil || bytes.Contains(nb.Bytes(), []byte("anon")) {
+		t.Fatalf("a numbered batch carried its user: %q %+v %v", nb.Bytes(), refs, err)
 	}
 	if b := unnumbered.Encode(); b[2] != batchVersion {
 		t.Fatalf("a batch without a number is version %d, want %d (what older application servers read)", b[2], batchVersion)
