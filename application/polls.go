@@ -82,11 +82,6 @@ type commit struct {
 	committed map[string]*groups.Committed // by connection server
 	order     []string                     // connection servers in first-reply order
 	ack       []byte                       // scratch
-	hint      int                          // ack bytes expected per connection server
-	// The batch of the last ack's connection server: a batch of votes
-	// comes from one, so its acks skip the map.
-	lastConn string
-	last     *groups.SendBatch
 }
 
 // Vote batches are recycled: after warming up they are as large as a
@@ -134,19 +129,15 @@ func (c *commit) addCommitted(conn string, batch uint64, refused []int) {
 
 // addAck queues the ack of vote id for a link of connection server conn.
 func (c *commit) addAck(conn, sid string, id []byte) {
-	b := c.last
-	if b == nil || conn != c.lastConn {
-		b = c.acks[conn]
-	}
+	b := c.acks[conn]
 	if b == nil {
 		c.replyTo(conn)
 		if c.acks == nil {
 			c.acks = make(map[string]*groups.SendBatch)
 		}
-		b = groups.NewSendBatch(max(c.hint, 64<<10) / 64)
+		b = groups.NewSendBatch(64)
 		c.acks[conn] = b
 	}
-	c.last, c.lastConn = b, conn
 	c.ack = control.AppendAck(c.ack[:0], id)
 	// Critical: a lost ack makes the player resend after its next
 	// reconnect, which is harmless but slow to converge. It may wait to
@@ -327,14 +318,6 @@ func (s *Server) committer(ctx context.Context) {
 				}
 			}
 		}
-		// The next commits' ack batches start as large as these were.
-		largest := 0
-		for _, c := range batch {
-			for _, b := range c.acks {
-				largest = max(largest, len(b.Bytes()))
-			}
-		}
-		s.ackHint.Store(int64(largest + largest/4))
 		for _, conn := range order {
 			if err := s.cfg.Bus.Publish(ctx, bus.Downward(conn), replies[conn]...); err != nil {
 				// The votes are counted; an unacknowledged vote is resent

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,7 +71,6 @@ type Server struct {
 	store    store.Store
 	ownStore bool
 	commits  chan *commit
-	ackHint  atomic.Int64   // bytes of the largest ack batch of the last commit
 	wg       sync.WaitGroup // goroutines started by Run
 }
 
@@ -264,7 +262,7 @@ var voteRefs = sync.Pool{New: func() any { return new([]groups.VoteRef) }}
 
 func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 	var out outbox
-	c := &commit{hint: int(s.ackHint.Load())}
+	c := &commit{}
 	now := s.now()
 	var lastConn string
 	rp := voteRefs.Get().(*[]groups.VoteRef)
@@ -293,7 +291,7 @@ func (s *Server) handleUp(ctx context.Context, batch []bus.Message) error {
 				if err := s.handOver(ctx, &out, c); err != nil {
 					return err
 				}
-				out, c = outbox{}, &commit{hint: int(s.ackHint.Load())}
+				out, c = outbox{}, &commit{}
 			}
 			continue
 		}

@@ -192,7 +192,7 @@ func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 		// Votes are the hot path: read in place, relayed typed.
 		if v, ok := control.ParseVote(data); ok {
 			s.metrics.in(control.TypeVote)
-			s.up.addVote(l, sid, uid, v.Poll, v.Choice, v.ID)
+			s.up.addVote(l, sid, v.Poll, v.Choice, v.ID)
 			return
 		}
 	}
@@ -224,7 +224,7 @@ func (l *link) OnMessage(_ *wsepoll.Conn, binary bool, data []byte) {
 		return // recovered: the application has nothing to re-send
 	}
 	if v := msg.Vote; v != nil {
-		s.up.addVote(l, sid, uid, []byte(v.Poll), v.Choice, []byte(v.ID))
+		s.up.addVote(l, sid, []byte(v.Poll), v.Choice, []byte(v.ID))
 		return
 	}
 	s.up.add(groups.ClientMessage(s.cfg.ID, sid, uid, msg.Type, data))

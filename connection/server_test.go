@@ -742,7 +742,7 @@ func TestFullBatchSchedulesOneFlush(t *testing.T) {
 	u.flushMu.Lock() // the flush cannot run yet
 	var first *time.Timer
 	for i := range maxUpVotes + 100 {
-		u.addVote(nil, "l1", "u1", []byte("p1"), 1, fmt.Appendf(nil, "v%d", i))
+		u.addVote(nil, "l1", []byte("p1"), 1, fmt.Appendf(nil, "v%d", i))
 		if i == maxUpVotes-1 {
 			u.mu.Lock()
 			first = u.timer

@@ -76,8 +76,10 @@ func (u *upward) add(m groups.Mirror) {
 	u.scheduleLocked(len(u.pending) >= maxUpBatch)
 }
 
-// addVote relays one vote of link l; poll and id are copied.
-func (u *upward) addVote(l *link, sid, uid string, poll []byte, choice int, id []byte) {
+// addVote relays one vote of link l (sid); poll and id are copied. A
+// numbered batch does not carry the user: the application tier knows it
+// from the link's open.
+func (u *upward) addVote(l *link, sid string, poll []byte, choice int, id []byte) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.stopped {
@@ -89,7 +91,7 @@ func (u *upward) addVote(l *link, sid, uid string, poll []byte, choice int, id [
 		u.votes = groups.NewVoteBatch(u.s.cfg.ID, u.batch, max(voteSizeHint, u.lastLen/96)) // ~lastLen bytes: a large one is zeroed
 		u.links = make([]*link, 0, max(voteSizeHint, u.lastLen/64))
 	}
-	u.votes.Add(sid, uid, poll, choice, id)
+	u.votes.Add(sid, "", poll, choice, id)
 	u.links = append(u.links, l)
 	u.nvotes++
 	u.scheduleLocked(u.nvotes >= maxUpVotes)

@@ -229,7 +229,6 @@ type CommittedBatch struct {
 // Committed builds an OpCommitted message record by record.
 type Committed struct {
 	b []byte
-	n int
 }
 
 // NewCommitted starts an OpCommitted message.
@@ -247,11 +246,7 @@ func (c *Committed) Add(batch uint64, refused []int) {
 		c.b = binary.AppendUvarint(c.b, uint64(i-prev-1))
 		prev = i
 	}
-	c.n++
 }
-
-// Len returns the number of batches added.
-func (c *Committed) Len() int { return c.n }
 
 // Bytes returns the message.
 func (c *Committed) Bytes() []byte { return c.b }
